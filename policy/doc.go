@@ -20,15 +20,17 @@
 //     the first), Routing (43), Destination Options (60): (len+1)*8 bytes;
 //     AH (51): (len+2)*4 bytes; Fragment (44): 8 bytes, and an offset > 0
 //     makes a later fragment whose protocol is the fragment header's next
-//     header. Drop on a truncated header, on Hop-by-Hop not first, or on
-//     more than 8 extension headers. The first other next header is the
+//     header. Drop on a header that runs past 40 + payload length, on
+//     Hop-by-Hop not first, or on more than 8 extension headers (a Fragment
+//     header counts). The first other next header is the
 //     protocol (59, No Next Header, included).
 //  5. TCP (6), UDP (17) and SCTP (132) packets that are not later fragments
 //     need 20, 8 and 12 bytes of L4 header inside the IP payload, else drop;
 //     their port is the destination port (bytes 2-3). Every other packet,
 //     later fragments and any other protocol (ICMP, ICMPv6, 0, ...), is
 //     "port-less".
-//  6. Allow iff some Rule has the peer inside CIDR (same address family;
+//  6. CIDRs and excepts are taken as their masked network (10.1.2.3/8 is
+//     10.0.0.0/8). Allow iff some Rule has the peer inside CIDR (same address family;
 //     an IPv4 CIDR never matches an IPv6 address, mapped ones included),
 //     outside all of its own Excepts, and either no Ports, or a PortRange of
 //     the packet's protocol that is all-ports (Port 0) or, for a packet with
