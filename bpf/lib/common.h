@@ -1,0 +1,108 @@
+/* Types and maps shared by the Palisade TC programs. */
+#pragma once
+
+#include <linux/bpf.h>
+#include <linux/types.h>
+#include <bpf_helpers.h>
+#include <bpf_endian.h>
+
+#define TC_ACT_OK 0
+#define TC_ACT_SHOT 2
+
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define ETH_P_ARP 0x0806
+#define ETH_P_IPV6 0x86DD
+
+#define PROTO_ICMP 1
+#define PROTO_TCP 6
+#define PROTO_UDP 17
+#define PROTO_ICMPV6 58
+#define PROTO_SCTP 132
+
+/* HZ of the running kernel, set from Go: timestamps are bpf_jiffies64(). */
+volatile const __u64 jiffies_per_second = 250;
+
+enum direction {
+	DIR_INGRESS = 0,
+	DIR_EGRESS = 1,
+};
+
+/* Value of the endpoints map, keyed by the host-side veth ifindex. */
+struct endpoint {
+	__u32 id;		/* slot: index of the counters, part of conntrack keys */
+	__u32 revision;		/* node-wide increasing; conntrack entries carry it */
+	__u32 policy[2];	/* per direction: policy id of the CIDR rules */
+	__u8 isolated[2];	/* per direction */
+	__u8 pad[6];
+	__u64 content_hash;	/* of the programmed policy.Endpoint, for no-op updates */
+};
+
+/* Key of the cidr_rules LPM trie. tag is big-endian (policy id << 1 | is_ipv4)
+ * so that one trie holds every endpoint's rules of both families; IPv4
+ * addresses use the first 4 bytes of addr. */
+struct cidr_key {
+	__u32 prefixlen;
+	__u32 tag;
+	__u8 addr[16];
+};
+
+#define CIDR_ANY_PROTOCOL 1
+
+/* Value of cidr_rules: what the longest matching prefix allows. */
+struct cidr_value {
+	__u32 portset;		/* 0: none */
+	__u32 any_rule;		/* rule allowing every protocol, if flags has CIDR_ANY_PROTOCOL */
+	__u32 flags;
+};
+
+/* Key of the port_rules LPM trie: prefixlen 40 is "every packet of proto",
+ * 40 + n the ports sharing their first n bits. */
+struct port_key {
+	__u32 prefixlen;
+	__u32 portset;		/* big-endian */
+	__u8 proto;
+	__u8 port[2];		/* big-endian */
+} __attribute__((packed));
+
+struct counters {
+	__u64 allow_packets;
+	__u64 allow_bytes;
+	__u64 deny_packets;
+	__u64 deny_bytes;
+};
+
+/* Sizes are replaced from Go before loading. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u32);
+	__type(value, struct endpoint);
+	__uint(max_entries, 4096);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} endpoints SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct cidr_key);
+	__type(value, struct cidr_value);
+	__uint(max_entries, 1 << 20);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} cidr_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct port_key);
+	__type(value, __u32);
+	__uint(max_entries, 1 << 18);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} port_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct counters);
+	__uint(max_entries, 4096 * 2);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} endpoint_counters SEC(".maps");

@@ -1,0 +1,48 @@
+/* Stateless rule lookups: longest CIDR prefix, then the port set. */
+#pragma once
+
+#include "common.h"
+
+#define PORT_KEY_BITS_PROTO 40
+#define PORT_KEY_BITS_PORT 56
+
+/* Reports whether the endpoint's rules of direction dir allow a packet with
+ * this peer, protocol and (with has_port) destination port; *rule gets the
+ * first rule that allows it. */
+static __always_inline int rules_allow(const struct endpoint *ep, int dir, __u8 family, const __u8 *peer,
+				       __u8 proto, int has_port, __u16 port, __u32 *rule)
+{
+	struct cidr_key key = {};
+	__u32 policy = dir == DIR_EGRESS ? ep->policy[1] : ep->policy[0];
+	if (!policy)
+		return 0;
+	key.tag = bpf_htonl(policy << 1 | (family == 4));
+	if (family == 4) {
+		key.prefixlen = 32 + 32;
+		__builtin_memcpy(key.addr, peer, 4);
+	} else {
+		key.prefixlen = 32 + 128;
+		__builtin_memcpy(key.addr, peer, 16);
+	}
+	struct cidr_value *v = bpf_map_lookup_elem(&cidr_rules, &key);
+	if (!v)
+		return 0;
+	if (v->portset) {
+		struct port_key pk = {
+			.prefixlen = has_port ? PORT_KEY_BITS_PORT : PORT_KEY_BITS_PROTO,
+			.portset = bpf_htonl(v->portset),
+			.proto = proto,
+			.port = {port >> 8, port & 0xff},
+		};
+		__u32 *r = bpf_map_lookup_elem(&port_rules, &pk);
+		if (r) {
+			*rule = *r;
+			return 1;
+		}
+	}
+	if (v->flags & CIDR_ANY_PROTOCOL) {
+		*rule = v->any_rule;
+		return 1;
+	}
+	return 0;
+}

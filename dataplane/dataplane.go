@@ -1,0 +1,250 @@
+// Package dataplane enforces compiled endpoint policies with TC eBPF
+// programs on pods' host-side veths. It knows policy.Endpoint, not
+// Kubernetes objects.
+//
+// One pair of programs (bpf/palisade.c) serves every pod: the endpoints map
+// turns the veth's ifindex into the endpoint's record (slot, revision,
+// per-direction isolation and policy id). Each direction's rules are
+// compiled (package compile) into entries of two LPM tries shared by all
+// endpoints: cidr_rules, keyed by policy id and peer address, whose longest
+// match alone decides the address, and port_rules, keyed by port set and
+// port, whose longest match decides protocol and port. A policy is replaced
+// by writing the new entries under fresh ids, switching the endpoint record
+// in one map update, then deleting the old entries. Connection tracking
+// (conntrack LRU, keyed by endpoint and seen from the pod) admits replies
+// and related ICMP errors; entries carry the policy revision they were
+// judged under and are judged again when it changes.
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+// Config sizes the maps and names where they are pinned. Zero fields take
+// the defaults. Sizes must match the pinned maps an earlier process left;
+// Purge to change them.
+type Config struct {
+	PinPath          string // bpffs directory for pinned maps and links; default /sys/fs/bpf/palisade
+	ConntrackSize    int    // LRU entries; default 262144
+	RuleCapacity     int    // CIDR LPM entries across all endpoints; default 1<<20
+	PortRuleCapacity int    // port LPM entries across all port sets; default 1<<18
+	MaxEndpoints     int    // endpoints (pods) on the node; default 4096
+	FragmentSize     int    // LRU entries of first fragments; default 16384
+	EventRingBytes   int    // ring buffer size, a power of two >= page size; default 1<<20
+	EventRate        int    // events per second per CPU; default 1000
+	EventBurst       int    // default 2 * EventRate
+	Timeouts         Timeouts
+	// ForceTCLegacy attaches with clsact + cls_bpf even where TCX exists
+	// (tests of the fallback).
+	ForceTCLegacy bool
+}
+
+// Timeouts are conntrack idle timeouts.
+type Timeouts struct {
+	TCPSyn, TCPEstablished, TCPClosing, TCPReset, UDP, Other, Fragment time.Duration
+}
+
+// DefaultPinPath is where Open pins when Config.PinPath is empty.
+const DefaultPinPath = "/sys/fs/bpf/palisade"
+
+func (c Config) withDefaults() Config {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if c.PinPath == "" {
+		c.PinPath = DefaultPinPath
+	}
+	def(&c.ConntrackSize, 262144)
+	def(&c.RuleCapacity, 1<<20)
+	def(&c.PortRuleCapacity, 1<<18)
+	def(&c.MaxEndpoints, 4096)
+	def(&c.FragmentSize, 16384)
+	def(&c.EventRingBytes, 1<<20)
+	def(&c.EventRate, 1000)
+	def(&c.EventBurst, 2*c.EventRate)
+	t := &c.Timeouts
+	dur := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	dur(&t.TCPSyn, time.Minute)
+	dur(&t.TCPEstablished, 6*time.Hour)
+	dur(&t.TCPClosing, 2*time.Minute)
+	dur(&t.TCPReset, 10*time.Second)
+	dur(&t.UDP, 2*time.Minute)
+	dur(&t.Other, 30*time.Second)
+	dur(&t.Fragment, 30*time.Second)
+	return c
+}
+
+// conntrack states, as in bpf/lib/conntrack.h.
+const (
+	ctTCPSyn = 1 + iota
+	ctTCPEstablished
+	ctTCPClosing
+	ctTCPReset
+	ctUDP
+	ctOther
+)
+
+// byState returns the conntrack timeouts in jiffies, indexed by state.
+func (t Timeouts) byState(c *jiffyClock) [8]uint64 {
+	var out [8]uint64
+	out[ctTCPSyn] = c.ticks(t.TCPSyn)
+	out[ctTCPEstablished] = c.ticks(t.TCPEstablished)
+	out[ctTCPClosing] = c.ticks(t.TCPClosing)
+	out[ctTCPReset] = c.ticks(t.TCPReset)
+	out[ctUDP] = c.ticks(t.UDP)
+	out[ctOther] = c.ticks(t.Other)
+	return out
+}
+
+// Dataplane owns the loaded programs and maps. Its methods are safe for
+// concurrent use.
+type Dataplane struct {
+	cfg   Config
+	objs  palisadeObjects
+	clock *jiffyClock
+
+	mu         sync.Mutex
+	endpoints  map[int]*endpointRecord
+	policies   map[uint32]*policyRecord
+	portsets   map[string]*portsetRecord
+	portsetIDs map[uint32]*portsetRecord
+	slotsUsed  map[uint32]bool
+	nextPolicy uint32
+	nextSet    uint32
+	revision   uint32
+	cidrUsed   int
+	portUsed   int
+}
+
+// Open loads the programs and maps, or adopts the maps pinned at
+// cfg.PinPath by an earlier process, and moves every pinned attachment to
+// the freshly loaded programs without a moment unenforced.
+func Open(cfg Config) (*Dataplane, error) {
+	cfg = cfg.withDefaults()
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.PinPath, "links"), 0o700); err != nil {
+		return nil, fmt.Errorf("create pin directory: %w", err)
+	}
+	spec, err := loadPalisade()
+	if err != nil {
+		return nil, fmt.Errorf("load object spec: %w", err)
+	}
+	sizes := map[string]int{
+		"endpoints":         cfg.MaxEndpoints,
+		"cidr_rules":        cfg.RuleCapacity,
+		"port_rules":        cfg.PortRuleCapacity,
+		"endpoint_counters": 2 * cfg.MaxEndpoints,
+		"conntrack":         cfg.ConntrackSize,
+		"fragments":         cfg.FragmentSize,
+		"events":            cfg.EventRingBytes,
+	}
+	for name, size := range sizes {
+		spec.Maps[name].MaxEntries = uint32(size)
+	}
+	clock, err := sharedClock()
+	if err != nil {
+		return nil, err
+	}
+	vars := map[string]any{
+		"ct_timeout_jiffies":       cfg.Timeouts.byState(clock),
+		"fragment_timeout_jiffies": clock.ticks(cfg.Timeouts.Fragment),
+		"jiffies_per_second":       clock.hz,
+		"event_rate":               uint64(cfg.EventRate),
+		"event_burst":              uint64(cfg.EventBurst),
+	}
+	for name, v := range vars {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("set %s: %w", name, err)
+		}
+	}
+	d := &Dataplane{
+		cfg:        cfg,
+		clock:      clock,
+		endpoints:  map[int]*endpointRecord{},
+		policies:   map[uint32]*policyRecord{},
+		portsets:   map[string]*portsetRecord{},
+		portsetIDs: map[uint32]*portsetRecord{},
+		slotsUsed:  map[uint32]bool{},
+		nextPolicy: 1,
+		nextSet:    1,
+	}
+	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinPath}})
+	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		return nil, fmt.Errorf("maps pinned at %s were made with other sizes (Purge to resize): %w", cfg.PinPath, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load programs and maps: %w", err)
+	}
+	if err := d.rebuild(); err != nil {
+		d.objs.Close()
+		return nil, fmt.Errorf("read pinned state: %w", err)
+	}
+	if err := d.adoptLinks(); err != nil {
+		d.objs.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Close releases the process's handles; pinned maps and links stay and
+// keep enforcing.
+func (d *Dataplane) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.objs.Close()
+}
+
+// Purge detaches every pinned attachment and removes every pinned object:
+// nothing is enforced afterwards. The Dataplane is closed.
+func (d *Dataplane) Purge() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var errs []error
+	ifindexes, err := d.pinnedLinkIfindexes()
+	errs = append(errs, err)
+	for _, ifindex := range ifindexes {
+		errs = append(errs, d.detach(ifindex))
+	}
+	for _, m := range d.allMaps() {
+		errs = append(errs, m.Unpin())
+	}
+	errs = append(errs, d.objs.Close())
+	errs = append(errs, os.RemoveAll(d.cfg.PinPath))
+	return errors.Join(errs...)
+}
+
+func (d *Dataplane) allMaps() map[string]*ebpf.Map {
+	m := &d.objs.palisadeMaps
+	return map[string]*ebpf.Map{
+		"endpoints":         m.Endpoints,
+		"cidr_rules":        m.CidrRules,
+		"port_rules":        m.PortRules,
+		"endpoint_counters": m.EndpointCounters,
+		"conntrack":         m.Conntrack,
+		"fragments":         m.Fragments,
+		"events":            m.Events,
+		"event_buckets":     m.EventBuckets,
+	}
+}
+
+// Programs returns the loaded programs, for BPF_PROG_TEST_RUN benchmarks:
+// ingress judges traffic to a pod, egress traffic from it.
+func (d *Dataplane) Programs() (ingress, egress *ebpf.Program) {
+	return d.objs.TcPodIngress, d.objs.TcPodEgress
+}

@@ -1,0 +1,231 @@
+// Package hotpath measures the per-packet cost of the dataplane programs
+// with BPF_PROG_TEST_RUN, beside an empty pass-through TC program measured
+// the same way, for benchmarks (dataplane's and the bench/ suite's).
+package hotpath
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
+	"github.com/palisade-net/palisade/dataplane"
+	"github.com/palisade-net/palisade/policy"
+	"github.com/palisade-net/palisade/policy/packet"
+)
+
+// Scenario is the policy state the measured packets meet.
+type Scenario struct {
+	// Endpoints programmed on the node, the measured one included (>= 1).
+	Endpoints int
+	// CIDRs is the number of CIDR rules of the measured endpoint's ingress
+	// (>= 1); each rule allows TCP 80.
+	CIDRs int
+	// PortRanges adds that many TCP port ranges to the rule that allows the
+	// measured peer.
+	PortRanges int
+	IPv6       bool
+	// PinPath is the bpffs directory to use; empty: a fresh one under
+	// /sys/fs/bpf, removed by Close.
+	PinPath string
+}
+
+// Case is a kind of packet.
+type Case int
+
+const (
+	// Empty: the empty pass-through program, repeated packet.
+	Empty Case = iota
+	// Established: a packet of a tracked flow.
+	Established
+	// Denied: a packet no rule allows.
+	Denied
+	// EmptySingle: the empty program, one run per distinct packet.
+	EmptySingle
+	// FirstPacket: the first packet of an allowed flow (one run per
+	// distinct flow, compare with EmptySingle).
+	FirstPacket
+)
+
+func (c Case) String() string {
+	return [...]string{"empty", "established", "denied", "empty-single", "first-packet"}[c]
+}
+
+// Bench is a loaded dataplane with a scenario programmed.
+type Bench struct {
+	dp          *dataplane.Dataplane
+	empty       *ebpf.Program
+	ingress     *ebpf.Program
+	peerPrefix  netip.Prefix
+	pod         netip.Addr
+	nextFlow    uint32
+	established []byte
+	denied      []byte
+}
+
+// The measured endpoint is the loopback device: BPF_PROG_TEST_RUN without
+// a context runs packets as if they went through it.
+const loopbackIfindex = 1
+
+// Setup loads the programs into a pin directory of its own and programs s.
+func Setup(s Scenario) (*Bench, error) {
+	if s.Endpoints < 1 || s.CIDRs < 1 {
+		return nil, fmt.Errorf("scenario %+v: need at least one endpoint and one CIDR", s)
+	}
+	if s.PinPath == "" {
+		s.PinPath = filepath.Join("/sys/fs/bpf", fmt.Sprintf("palisade-bench-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	}
+	dp, err := dataplane.Open(dataplane.Config{PinPath: s.PinPath, RuleCapacity: 2*s.CIDRs*s.Endpoints + 1024,
+		MaxEndpoints: s.Endpoints + 16})
+	if err != nil {
+		return nil, err
+	}
+	b := &Bench{dp: dp}
+	b.ingress, _ = dp.Programs()
+	if err := b.program(s); err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.empty, err = ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:         ebpf.SchedCLS,
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, -1), asm.Return()},
+		License:      "Dual BSD/GPL",
+	})
+	if err != nil {
+		b.Close()
+		return nil, fmt.Errorf("load empty program: %w", err)
+	}
+	return b, nil
+}
+
+func (b *Bench) program(s Scenario) error {
+	ep := &policy.Endpoint{Ingress: policy.Direction{Isolated: true}, Egress: policy.Direction{Isolated: true}}
+	web := []policy.PortRange{{Protocol: policy.TCP, Port: 80}}
+	if s.IPv6 {
+		b.peerPrefix = netip.MustParsePrefix("fd00:200::/112")
+		b.pod = netip.MustParseAddr("fd00:1::1")
+	} else {
+		b.peerPrefix = netip.MustParsePrefix("10.200.0.0/16")
+		b.pod = netip.MustParseAddr("10.1.0.1")
+	}
+	measured := policy.Rule{ID: 1, CIDR: b.peerPrefix, Ports: web}
+	for i := range s.PortRanges {
+		lo := uint16(1000 + 50*i)
+		measured.Ports = append(measured.Ports, policy.PortRange{Protocol: policy.TCP, Port: lo, EndPort: lo + 20})
+	}
+	ep.Ingress.Rules = append(ep.Ingress.Rules, measured)
+	for i := 1; i < s.CIDRs; i++ {
+		ep.Ingress.Rules = append(ep.Ingress.Rules, policy.Rule{ID: uint32(i + 1), CIDR: otherPrefix(i, s.IPv6), Ports: web})
+	}
+	if _, err := b.dp.SetPolicy(loopbackIfindex, ep); err != nil {
+		return err
+	}
+	for i := 1; i < s.Endpoints; i++ {
+		// Other endpoints: ifindexes that need not exist; only the map lookups matter.
+		if _, err := b.dp.SetPolicy(1_000_000+i, ep); err != nil {
+			return err
+		}
+	}
+	peer := b.peerPrefix.Addr().Next()
+	syn := packet.Build(packet.Spec{Src: peer, Dst: b.pod, Protocol: policy.TCP, SrcPort: 1, DstPort: 80, TCPFlags: packet.SYN})
+	b.established = packet.Build(packet.Spec{Src: peer, Dst: b.pod, Protocol: policy.TCP, SrcPort: 1, DstPort: 80, TCPFlags: packet.ACK, Payload: make([]byte, 64)})
+	b.denied = packet.Build(packet.Spec{Src: peer, Dst: b.pod, Protocol: policy.TCP, SrcPort: 1, DstPort: 22, TCPFlags: packet.SYN})
+	if ret, _, err := b.ingress.Benchmark(syn, 1, nil); err != nil || int32(ret) != -1 {
+		return fmt.Errorf("opening the measured flow: verdict %d, %v", int32(ret), err)
+	}
+	if ret, _, err := b.ingress.Benchmark(b.denied, 1, nil); err != nil || ret != 2 {
+		return fmt.Errorf("denied packet: verdict %d, %v", int32(ret), err)
+	}
+	return nil
+}
+
+// otherPrefix is the i-th of many disjoint prefixes outside the measured one.
+func otherPrefix(i int, v6 bool) netip.Prefix {
+	if v6 {
+		var a [16]byte
+		a[0], a[1], a[2], a[3] = 0xfd, 0x10, byte(i>>16), byte(i>>8)
+		a[4] = byte(i)
+		return netip.PrefixFrom(netip.AddrFrom16(a), 40+i%88)
+	}
+	return netip.PrefixFrom(netip.AddrFrom4([4]byte{11 + byte(i>>16), byte(i >> 8), byte(i), 0}), 24+i%9)
+}
+
+// Run sends packets packets of case c and returns the mean time per packet
+// measured by the kernel.
+func (b *Bench) Run(c Case, packets int) (time.Duration, error) {
+	if packets < 1 {
+		packets = 1
+	}
+	switch c {
+	case Empty:
+		return b.repeat(b.empty, b.established, packets, -1)
+	case Established:
+		return b.repeat(b.ingress, b.established, packets, -1)
+	case Denied:
+		return b.repeat(b.ingress, b.denied, packets, 2)
+	case EmptySingle, FirstPacket:
+		prog := b.ingress
+		if c == EmptySingle {
+			prog = b.empty
+		}
+		var total time.Duration
+		for range packets {
+			frame, err := b.newFlow()
+			if err != nil {
+				return 0, err
+			}
+			ret, d, err := prog.Benchmark(frame, 1, nil)
+			if err != nil {
+				return 0, err
+			}
+			if int32(ret) != -1 {
+				return 0, fmt.Errorf("%v: verdict %d, want pass", c, int32(ret))
+			}
+			total += d
+		}
+		return total / time.Duration(packets), nil
+	}
+	return 0, fmt.Errorf("unknown case %d", c)
+}
+
+func (b *Bench) repeat(prog *ebpf.Program, frame []byte, packets int, want int32) (time.Duration, error) {
+	ret, d, err := prog.Benchmark(frame, packets, nil)
+	if err != nil {
+		return 0, err
+	}
+	if int32(ret) != want {
+		return 0, fmt.Errorf("verdict %d, want %d", int32(ret), want)
+	}
+	return d, nil
+}
+
+// newFlow returns the SYN of a flow never sent before, from a peer inside
+// the measured rule.
+func (b *Bench) newFlow() ([]byte, error) {
+	b.nextFlow++
+	host := b.nextFlow / 60000
+	port := uint16(1024 + b.nextFlow%60000)
+	peer := b.peerPrefix.Addr()
+	for range host + 2 {
+		peer = peer.Next()
+	}
+	if !b.peerPrefix.Contains(peer) {
+		return nil, errors.New("measured prefix has no unused flows left")
+	}
+	return packet.Build(packet.Spec{Src: peer, Dst: b.pod, Protocol: policy.TCP, SrcPort: port, DstPort: 80, TCPFlags: packet.SYN}), nil
+}
+
+// Close unloads everything Setup made.
+func (b *Bench) Close() error {
+	var errs []error
+	if b.empty != nil {
+		errs = append(errs, b.empty.Close())
+	}
+	errs = append(errs, b.dp.Purge())
+	return errors.Join(errs...)
+}

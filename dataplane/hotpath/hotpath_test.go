@@ -1,0 +1,37 @@
+package hotpath
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestMeasuresEveryCase(t *testing.T) {
+	if _, err := os.Stat("/sys/fs/bpf"); err != nil {
+		t.Skip("no bpffs")
+	}
+	for _, s := range []Scenario{{Endpoints: 2, CIDRs: 10, PortRanges: 5}, {Endpoints: 1, CIDRs: 10, IPv6: true}} {
+		s.PinPath = filepath.Join("/sys/fs/bpf", "palisade-hotpath-test")
+		b, err := Setup(s)
+		if err != nil {
+			t.Fatalf("%+v: %v", s, err)
+		}
+		for _, c := range []Case{Empty, Established, Denied, EmptySingle, FirstPacket} {
+			d, err := b.Run(c, 1000)
+			if err != nil || d <= 0 || d > time.Millisecond {
+				t.Errorf("%+v %v: %v per packet, %v", s, c, d, err)
+			}
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(s.PinPath); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("pin path left behind: %v", err)
+		}
+	}
+	if _, err := Setup(Scenario{}); err == nil {
+		t.Error("Setup accepted a scenario without endpoints")
+	}
+}

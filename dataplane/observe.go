@@ -1,0 +1,277 @@
+package dataplane
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+
+	"github.com/palisade-net/palisade/policy"
+)
+
+// DirCounters are the packets and bytes one direction allowed and denied.
+type DirCounters struct {
+	AllowPackets, AllowBytes, DenyPackets, DenyBytes uint64
+}
+
+// Counters of one endpoint, summed over CPUs.
+type Counters struct {
+	Ingress, Egress DirCounters
+}
+
+// Counters returns the endpoint's counters since its first SetPolicy.
+func (d *Dataplane) Counters(ifindex int) (Counters, error) {
+	d.mu.Lock()
+	rec := d.endpoints[ifindex]
+	d.mu.Unlock()
+	if rec == nil {
+		return Counters{}, fmt.Errorf("counters: ifindex %d has no policy", ifindex)
+	}
+	var out Counters
+	for dir, dst := range []*DirCounters{&out.Ingress, &out.Egress} {
+		var perCPU []palisadeCounters
+		if err := d.objs.EndpointCounters.Lookup(rec.value.Id*2+uint32(dir), &perCPU); err != nil {
+			return Counters{}, fmt.Errorf("counters of ifindex %d: %w", ifindex, err)
+		}
+		for _, c := range perCPU {
+			dst.AllowPackets += c.AllowPackets
+			dst.AllowBytes += c.AllowBytes
+			dst.DenyPackets += c.DenyPackets
+			dst.DenyBytes += c.DenyBytes
+		}
+	}
+	return out, nil
+}
+
+// Event is a verdict the programs reported: the first packet of each new
+// flow and every drop, as far as the rate limit lets them through.
+type Event struct {
+	Time       time.Time
+	EndpointID uint32
+	Ifindex    int
+	Direction  policy.Dir
+	Allowed    bool
+	// Reason is "new-flow", "deny" (no rule allows it), "malformed" (the
+	// parsing rules drop it) or "revoked" (a tracked flow the new policy
+	// denies).
+	Reason   string
+	Protocol policy.Protocol
+	Src, Dst netip.Addr
+	// Ports are 0 for port-less packets.
+	SrcPort, DstPort uint16
+	// RuleID is the rule that allowed a new flow (0 when the direction is
+	// not isolated, and for drops).
+	RuleID uint32
+}
+
+var eventReasons = map[uint8]string{1: "new-flow", 2: "deny", 3: "malformed", 4: "revoked"}
+
+const eventSize = 64
+
+// decodeEvent reads struct event of bpf/lib/events.h.
+func decodeEvent(b []byte, bootOffset time.Duration) (Event, error) {
+	if len(b) < eventSize {
+		return Event{}, fmt.Errorf("event of %d bytes, want %d", len(b), eventSize)
+	}
+	le := binary.LittleEndian
+	e := Event{
+		Time:       time.Unix(0, int64(le.Uint64(b[0:8]))).Add(bootOffset),
+		EndpointID: le.Uint32(b[8:12]),
+		Ifindex:    int(le.Uint32(b[12:16])),
+		RuleID:     le.Uint32(b[16:20]),
+		Direction:  policy.Dir(b[20]),
+		Allowed:    b[21] != 0,
+		Reason:     eventReasons[b[22]],
+		Protocol:   policy.Protocol(b[23]),
+		SrcPort:    le.Uint16(b[26:28]),
+		DstPort:    le.Uint16(b[28:30]),
+	}
+	if b[24] == 4 {
+		e.Src = netip.AddrFrom4([4]byte(b[32:36]))
+		e.Dst = netip.AddrFrom4([4]byte(b[48:52]))
+	} else {
+		e.Src = netip.AddrFrom16([16]byte(b[32:48]))
+		e.Dst = netip.AddrFrom16([16]byte(b[48:64]))
+	}
+	return e, nil
+}
+
+func monotonicNow() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
+}
+
+// ReadEvents calls fn for each event until ctx is done. Only one reader
+// should run at a time.
+func (d *Dataplane) ReadEvents(ctx context.Context, fn func(Event)) error {
+	rd, err := ringbuf.NewReader(d.objs.Events)
+	if err != nil {
+		return fmt.Errorf("open event ring: %w", err)
+	}
+	defer rd.Close()
+	stop := context.AfterFunc(ctx, func() { rd.Close() })
+	defer stop()
+	bootOffset := time.Duration(time.Now().UnixNano()) - monotonicNow()
+	var rec ringbuf.Record
+	for {
+		if err := rd.ReadInto(&rec); err != nil {
+			if errors.Is(err, ringbuf.ErrClosed) || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read events: %w", err)
+		}
+		e, err := decodeEvent(rec.RawSample, bootOffset)
+		if err != nil {
+			return err
+		}
+		fn(e)
+	}
+}
+
+// SuppressedEvents counts the events the rate limit kept out of the ring.
+func (d *Dataplane) SuppressedEvents() (uint64, error) {
+	var perCPU []palisadeEventBucket
+	if err := d.objs.EventBuckets.Lookup(uint32(0), &perCPU); err != nil {
+		return 0, fmt.Errorf("event buckets: %w", err)
+	}
+	var n uint64
+	for _, b := range perCPU {
+		n += b.Suppressed
+	}
+	return n, nil
+}
+
+// GarbageCollect deletes the conntrack and fragment entries idle longer
+// than their timeout at time now (a time before the present counts as the
+// present), and those of endpoints no longer programmed.
+func (d *Dataplane) GarbageCollect(now time.Time) (int, error) {
+	liveBefore := d.liveEndpointIDs()
+	jiffies, err := d.clock.now()
+	if err != nil {
+		return 0, err
+	}
+	if ahead := now.Sub(time.Now()); ahead > 0 {
+		jiffies += d.clock.ticks(ahead)
+	}
+	timeouts := d.cfg.Timeouts.byState(d.clock)
+	expired := func(last uint64, timeout uint64) bool { return jiffies > last && jiffies-last > timeout }
+
+	var ctKeys []palisadeCtKey
+	var k palisadeCtKey
+	var v palisadeCtEntry
+	it := d.objs.Conntrack.Iterate()
+	for it.Next(&k, &v) {
+		if !liveBefore[k.Endpoint] || expired(v.LastSeen, timeouts[v.State&7]) {
+			ctKeys = append(ctKeys, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("iterate conntrack: %w", err)
+	}
+	var fragKeys []palisadeFragKey
+	var fk palisadeFragKey
+	var fv palisadeFragEntry
+	fit := d.objs.Fragments.Iterate()
+	for fit.Next(&fk, &fv) {
+		if !liveBefore[fk.Endpoint] || expired(fv.LastSeen, d.clock.ticks(d.cfg.Timeouts.Fragment)) {
+			fragKeys = append(fragKeys, fk)
+		}
+	}
+	if err := fit.Err(); err != nil {
+		return 0, fmt.Errorf("iterate fragments: %w", err)
+	}
+	// An endpoint programmed during the walk keeps its fresh entries.
+	liveAfter := d.liveEndpointIDs()
+	ctKeys = slices.DeleteFunc(ctKeys, func(k palisadeCtKey) bool { return liveAfter[k.Endpoint] && !liveBefore[k.Endpoint] })
+	fragKeys = slices.DeleteFunc(fragKeys, func(k palisadeFragKey) bool { return liveAfter[k.Endpoint] && !liveBefore[k.Endpoint] })
+	return deleteKeys(d.objs.Conntrack, ctKeys) + deleteKeys(d.objs.Fragments, fragKeys), nil
+}
+
+func (d *Dataplane) liveEndpointIDs() map[uint32]bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	live := map[uint32]bool{}
+	for _, rec := range d.endpoints {
+		live[rec.value.Id] = true
+	}
+	return live
+}
+
+func deleteKeys[K any](m *ebpf.Map, keys []K) int {
+	n := 0
+	for i := range keys {
+		if m.Delete(&keys[i]) == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// forgetEndpointState deletes the conntrack and fragment entries of the
+// given endpoint ids.
+func (d *Dataplane) forgetEndpointState(ids map[uint32]bool) (int, error) {
+	var ctKeys []palisadeCtKey
+	var k palisadeCtKey
+	var v palisadeCtEntry
+	it := d.objs.Conntrack.Iterate()
+	for it.Next(&k, &v) {
+		if ids[k.Endpoint] {
+			ctKeys = append(ctKeys, k)
+		}
+	}
+	var fragKeys []palisadeFragKey
+	var fk palisadeFragKey
+	var fv palisadeFragEntry
+	fit := d.objs.Fragments.Iterate()
+	for fit.Next(&fk, &fv) {
+		if ids[fk.Endpoint] {
+			fragKeys = append(fragKeys, fk)
+		}
+	}
+	n := deleteKeys(d.objs.Conntrack, ctKeys) + deleteKeys(d.objs.Fragments, fragKeys)
+	return n, errors.Join(it.Err(), fit.Err())
+}
+
+// MapUsage is how full one map is.
+type MapUsage struct {
+	Used, Capacity int
+}
+
+// Occupancy reports the entries used per map (conntrack and fragments
+// counted by walking them).
+func (d *Dataplane) Occupancy() (map[string]MapUsage, error) {
+	d.mu.Lock()
+	out := map[string]MapUsage{
+		"endpoints":  {Used: len(d.endpoints), Capacity: d.cfg.MaxEndpoints},
+		"cidr_rules": {Used: d.cidrUsed, Capacity: d.cfg.RuleCapacity},
+		"port_rules": {Used: d.portUsed, Capacity: d.cfg.PortRuleCapacity},
+	}
+	d.mu.Unlock()
+	for name, m := range map[string]*ebpf.Map{"conntrack": d.objs.Conntrack, "fragments": d.objs.Fragments} {
+		n, err := countEntries(m)
+		if err != nil {
+			return nil, fmt.Errorf("count %s: %w", name, err)
+		}
+		out[name] = MapUsage{Used: n, Capacity: int(m.MaxEntries())}
+	}
+	return out, nil
+}
+
+func countEntries(m *ebpf.Map) (int, error) {
+	key := make([]byte, m.KeySize())
+	n := 0
+	it := m.Iterate()
+	var value []byte
+	for it.Next(&key, &value) {
+		n++
+	}
+	return n, it.Err()
+}
