@@ -51,8 +51,8 @@ demo: testenv build
 	hack/demo.sh
 
 ## bench: the full performance suite; bench-short is what CI runs.
-bench: testenv build
+bench: testenv
 	hack/bench.sh full
 
-bench-short: testenv build
+bench-short:
 	hack/bench.sh short

@@ -1,0 +1,96 @@
+package hotpath
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/palisade-net/palisade/bench/result"
+)
+
+func TestMeasureSmallMatrix(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: BPF")
+	}
+	var pins []string
+	t.Cleanup(func() {
+		for _, p := range pins {
+			if _, err := os.Stat(p); err == nil {
+				t.Errorf("pin directory %s left behind", p)
+				os.RemoveAll(p)
+			}
+		}
+	})
+	cfg := Config{
+		Sizes:    []Size{{CIDRs: 1, Endpoints: 1}, {CIDRs: 1000, Endpoints: 1}, {CIDRs: 10, PortRanges: 100, Endpoints: 5}},
+		Families: []int{4, 6},
+		Repeat:   2000, Rounds: 2, Flows: 50,
+		PinPath: func(i int) string {
+			p := filepath.Join("/sys/fs/bpf", fmt.Sprintf("palisade-bench-hotpath-test%d-%d", i, os.Getpid()))
+			pins = append(pins, p)
+			return p
+		},
+	}
+	ms, err := Measure(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 3 sizes x 2 families x 3 packet kinds, and growth 1 -> 1000 CIDRs
+	// for 3 kinds x 2 families at 1 endpoint.
+	if len(ms) != 18+6 {
+		t.Fatalf("%d measurements, want 24", len(ms))
+	}
+	run := &result.Run{}
+	for _, m := range ms {
+		if err := run.Add(m); err != nil {
+			t.Fatal(err)
+		}
+		ratio, ok := m.Metric(result.RatioUnit)
+		if !ok || ratio.Value <= 0 || !ratio.Gate {
+			t.Fatalf("%s: ratio %+v", m.Name, ratio)
+		}
+		if strings.HasPrefix(m.Name, "HotPath/growth/") {
+			continue
+		}
+		cost, _ := m.Metric("ns/op")
+		ref, _ := m.Metric("passthrough-ns/op")
+		if cost.Value <= 0 || ref.Value <= 0 || len(cost.Samples) != 2 {
+			t.Fatalf("%s: cost %+v, reference %+v", m.Name, cost, ref)
+		}
+		t.Logf("%s: %.1f ns vs %.1f ns = %.2fx", m.Name, cost.Value, ref.Value, ratio.Value)
+	}
+	if _, ok := run.Find("HotPath/denied/ipv6/cidrs=10/ports=100/endpoints=5"); !ok {
+		t.Fatal("IPv6 denied packet at 5 endpoints missing")
+	}
+	if _, ok := run.Find("HotPath/growth/first-packet/ipv4/cidrs=1-to-1000/endpoints=1"); !ok {
+		t.Fatal("first-packet growth missing")
+	}
+}
+
+func TestGrowthIsLargestOverSmallest(t *testing.T) {
+	cost := func(name string, ratio float64) result.Measurement {
+		return result.Measurement{Name: name, Iterations: 1, Metrics: []result.Metric{{Value: ratio, Unit: result.RatioUnit}}}
+	}
+	cfg := Config{Sizes: []Size{{CIDRs: 1, Endpoints: 1}, {CIDRs: 50000, Endpoints: 1}, {CIDRs: 1000, PortRanges: 1000, Endpoints: 1}}, Families: []int{4}}
+	ms := []result.Measurement{
+		cost("HotPath/established/ipv4/cidrs=1/ports=0/endpoints=1", 4),
+		cost("HotPath/established/ipv4/cidrs=50000/ports=0/endpoints=1", 5.2),
+		cost("HotPath/established/ipv4/cidrs=1000/ports=1000/endpoints=1", 9),
+	}
+	g := growth(ms, cfg)
+	if len(g) != 1 || g[0].Name != "HotPath/growth/established/ipv4/cidrs=1-to-50000/endpoints=1" || g[0].Metrics[0].Value != 1.3 {
+		t.Fatalf("growth %+v: want only established 5.2/4, port ranges left out", g)
+	}
+}
+
+func TestBadConfigIsAnError(t *testing.T) {
+	if _, err := Measure(Config{Sizes: []Size{{CIDRs: 1, Endpoints: 1}}, Families: []int{4}, Repeat: 1, Rounds: 1, Flows: 1}); err == nil {
+		t.Fatal("no PinPath accepted")
+	}
+	cfg := Config{Sizes: []Size{{CIDRs: 1, Endpoints: 1}}, Families: []int{5}, Repeat: 1, Rounds: 1, Flows: 1, PinPath: func(int) string { return "/nonexistent" }}
+	if _, err := Measure(cfg); err == nil || !strings.Contains(err.Error(), "family 5") {
+		t.Fatalf("family 5: %v", err)
+	}
+}
