@@ -1,3 +1,8 @@
+// Package policyset turns the PolicyEndpoints (and NetworkPolicies) held
+// for a node into each pod's policy.Endpoint, without any I/O: Assemble
+// picks the chunk set revisions to enforce, Compute unions the policies
+// applying to each pod, and Build does both for tools starting from the
+// objects. Rule IDs map back to their policy (Result.Origin).
 package policyset
 
 import (

@@ -7,9 +7,10 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
+	"github.com/palisade-net/palisade/internal/testenv"
 	"github.com/palisade-net/palisade/npctl/live"
 	"github.com/palisade-net/palisade/npctl/manifest"
 	"github.com/palisade-net/palisade/npctl/probe"
@@ -30,26 +31,50 @@ func loadScenario(t *testing.T) *manifest.Objects {
 	return objs
 }
 
-// fakeCluster holds objs, a pending pod without IP, and the given
-// PolicyEndpoints.
-func fakeCluster(t *testing.T, objs *manifest.Objects, pes []client.Object) client.Client {
+// cluster creates objs, a pending pod without IP, and the given
+// PolicyEndpoints on a real kube-apiserver of its own.
+func cluster(t *testing.T, objs *manifest.Objects, pes []client.Object) client.Client {
 	t.Helper()
-	scheme, err := live.Scheme()
-	if err != nil {
-		t.Fatal(err)
+	env := testenv.Start(t)
+	c := env.Client
+	ctx := context.Background()
+	create := func(o client.Object) {
+		t.Helper()
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatalf("creating %s/%s: %v", o.GetNamespace(), o.GetName(), err)
+		}
 	}
-	var all []client.Object
 	for i := range objs.Namespaces {
-		all = append(all, &objs.Namespaces[i])
+		create(objs.Namespaces[i].DeepCopy())
 	}
 	for i := range objs.Pods {
-		all = append(all, &objs.Pods[i])
+		pod := objs.Pods[i].DeepCopy()
+		status := pod.Status
+		create(pod)
+		pod.Status = status
+		if err := c.Status().Update(ctx, pod); err != nil {
+			t.Fatalf("pod %s/%s status: %v", pod.Namespace, pod.Name, err)
+		}
 	}
+	uids := map[string]types.UID{}
 	for i := range objs.NetworkPolicies {
-		all = append(all, &objs.NetworkPolicies[i])
+		np := objs.NetworkPolicies[i].DeepCopy()
+		create(np)
+		uids[np.Namespace+"/"+np.Name] = np.UID
 	}
-	all = append(all, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "y", Name: "pending", Labels: map[string]string{"pod": "a"}}})
-	return fake.NewClientBuilder().WithScheme(scheme).WithObjects(append(all, pes...)...).Build()
+	create(&corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "y", Name: "pending", Labels: map[string]string{"pod": "a"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "agnhost"}}},
+	})
+	for _, pe := range pes {
+		owners := pe.GetOwnerReferences()
+		for i := range owners {
+			owners[i].UID = uids[pe.GetNamespace()+"/"+owners[i].Name]
+		}
+		pe.SetOwnerReferences(owners)
+		create(pe)
+	}
+	return c
 }
 
 func outcomes(t *testing.T, m *simulate.Model, objs *manifest.Objects) map[string]bool {
@@ -82,7 +107,7 @@ func TestLiveMatchesOfflineWhenTheControllerIsUpToDate(t *testing.T) {
 	for i := range want.PolicyEndpoints {
 		pes = append(pes, want.PolicyEndpoints[i].DeepCopy())
 	}
-	objs, read, err := live.Read(context.Background(), fakeCluster(t, loadScenario(t), pes))
+	objs, read, err := live.Read(context.Background(), cluster(t, loadScenario(t), pes))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +138,7 @@ func TestLiveMatchesOfflineWhenTheControllerIsUpToDate(t *testing.T) {
 // written PolicyEndpoints, the NetworkPolicies isolate their pods and allow
 // nothing.
 func TestLiveWithoutPolicyEndpointsIsClosed(t *testing.T) {
-	objs, pes, err := live.Read(context.Background(), fakeCluster(t, loadScenario(t), nil))
+	objs, pes, err := live.Read(context.Background(), cluster(t, loadScenario(t), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
