@@ -9,6 +9,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/palisade-net/palisade/api/v1alpha1"
 	"github.com/palisade-net/palisade/policy"
@@ -32,6 +33,10 @@ type Selection struct {
 	Policy          PolicyKey
 	Selector        labels.Selector
 	Ingress, Egress bool
+	// IngressNamedPorts is set when an ingress rule names a port: the
+	// controller resolves it per target pod, so the ingress rules compiled
+	// for some pods do not hold for another.
+	IngressNamedPorts bool
 }
 
 // SelectionOf reads a NetworkPolicy's pod selector and policy types, with
@@ -44,6 +49,13 @@ func SelectionOf(np *networkingv1.NetworkPolicy) (Selection, error) {
 		return s, fmt.Errorf("NetworkPolicy %s: pod selector: %w", s.Policy, err)
 	}
 	s.Selector = sel
+	for _, rule := range np.Spec.Ingress {
+		for _, port := range rule.Ports {
+			if port.Port != nil && port.Port.Type == intstr.String {
+				s.IngressNamedPorts = true
+			}
+		}
+	}
 	if len(np.Spec.PolicyTypes) == 0 {
 		s.Ingress, s.Egress = true, len(np.Spec.Egress) > 0
 		return s, nil
@@ -137,8 +149,9 @@ type Input struct {
 	Sets       map[SetKey]Set // from Assemble
 	Selections []Selection    // from the NetworkPolicies
 	Pods       []Pod          // the node's pods, with labels
-	// Previous, when set, is an earlier result whose compiled sets are
-	// reused for sets with the same Fingerprint.
+	// Previous, when set, is the result enforced before: its compiled sets
+	// are reused for sets with the same Fingerprint, and its pods' last
+	// settled policies bridge a change until the new one is settled.
 	Previous *Result
 }
 
@@ -155,29 +168,45 @@ type Result struct {
 	// Sets lists, per pod, the chunk sets applied to it, sorted.
 	Sets map[PodKey][]SetKey
 	// Settled holds the pods whose every applied policy comes with the
-	// controller's rules (a complete chunk set listing or selecting the
+	// controller's rules for that pod (a complete chunk set listing it, or
+	// selecting it when the policy's rules do not depend on the target
 	// pod), as opposed to isolation from a NetworkPolicy or an incomplete
 	// set alone, which allows nothing yet.
 	Settled map[PodKey]bool
+	// LastSettled holds, per pod, its policy when it was last settled
+	// (now, or before a change still in progress).
+	LastSettled map[PodKey]*policy.Endpoint
 	// Compiled holds the converted sets.
 	Compiled map[SetKey]Compiled
 }
 
-// Compute gives each pod the union of the policies that apply to it: a
-// chunk set applies to the pods it lists and, once complete, to the pods of
-// its namespace its pod selector matches; a NetworkPolicy applies, for
+// Compute gives each pod the union of the policies that apply to it.
+//
+// A chunk set applies to the pods it lists. Once complete, it also applies
+// through its pod selector to the pods of its namespace that no set of the
+// same policy lists (pods the controller has not compiled yet): with its
+// rules when they hold for any target pod, else (ingress named ports,
+// which resolve per pod, or the NetworkPolicy not held) with its ingress
+// isolation but not its ingress rules. A NetworkPolicy applies, for
 // isolation only, to the pods it selects. A direction is isolated if any
 // applied policy isolates it; its rules are those of every applied set.
 // Pods listed by a set but absent from in.Pods get only what the listing
 // gives.
+//
+// While a pod is not settled (some policy applying to it has no rules for
+// it yet), a direction that its last settled policy (in.Previous) isolated
+// too keeps that policy's rules besides the new ones: replacing a policy
+// drops nothing the old and the new one both allow. A direction that was
+// open and is now isolated gets the new rules only (fail closed).
 func Compute(in Input) Result {
 	r := Result{
-		Endpoints: map[PodKey]*policy.Endpoint{},
-		Policies:  map[PodKey][]PolicyKey{},
-		Errors:    map[SetKey]error{},
-		Sets:      map[PodKey][]SetKey{},
-		Settled:   map[PodKey]bool{},
-		Compiled:  map[SetKey]Compiled{},
+		Endpoints:   map[PodKey]*policy.Endpoint{},
+		Policies:    map[PodKey][]PolicyKey{},
+		Errors:      map[SetKey]error{},
+		Sets:        map[PodKey][]SetKey{},
+		Settled:     map[PodKey]bool{},
+		LastSettled: map[PodKey]*policy.Endpoint{},
+		Compiled:    map[SetKey]Compiled{},
 	}
 	keys := make([]SetKey, 0, len(in.Sets))
 	for k := range in.Sets {
@@ -185,6 +214,7 @@ func Compute(in Input) Result {
 	}
 	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
 	compiled := make([]Compiled, 0, len(keys))
+	listed := map[PolicyKey]map[PodKey]bool{}
 	for _, k := range keys {
 		set := in.Sets[k]
 		var c Compiled
@@ -198,9 +228,19 @@ func Compute(in Input) Result {
 		if c.Err != nil {
 			r.Errors[k] = c.Err
 		}
+		if listed[k.Policy] == nil {
+			listed[k.Policy] = map[PodKey]bool{}
+		}
+		for pk := range c.Pods {
+			listed[k.Policy][pk] = true
+		}
 	}
 	selections := append([]Selection(nil), in.Selections...)
 	sort.Slice(selections, func(i, j int) bool { return selections[i].Policy.String() < selections[j].Policy.String() })
+	selectionOf := make(map[PolicyKey]Selection, len(selections))
+	for _, s := range selections {
+		selectionOf[s.Policy] = s
+	}
 
 	pods := map[PodKey]labels.Set{}
 	var order []PodKey
@@ -225,20 +265,32 @@ func Compute(in Input) Result {
 		var ep policy.Endpoint
 		applied := map[PolicyKey]bool{}
 		withRules := map[PolicyKey]bool{}
+		bySelector := map[PolicyKey]bool{}
 		var sets []SetKey
 		for _, c := range compiled {
-			selected := c.Pods[pk] || (podLabels != nil && pk.Namespace == c.Key.Policy.Namespace && c.Selector.Matches(podLabels))
-			if !selected {
-				continue
+			policyKey := c.Key.Policy
+			ingressRules := c.IngressRules
+			hasRules := c.Complete
+			if !c.Pods[pk] {
+				// The sets of one policy on a node differ only in the
+				// pods they list and their resolution of ingress named
+				// ports: one applied through the selector is enough.
+				if podLabels == nil || pk.Namespace != policyKey.Namespace || listed[policyKey][pk] || bySelector[policyKey] || !c.Selector.Matches(podLabels) {
+					continue
+				}
+				bySelector[policyKey] = true
+				if sel, held := selectionOf[policyKey]; c.Ingress && (!held || sel.IngressNamedPorts) {
+					ingressRules, hasRules = nil, false
+				}
 			}
-			applied[c.Key.Policy] = true
+			applied[policyKey] = true
 			sets = append(sets, c.Key)
-			if c.Complete {
-				withRules[c.Key.Policy] = true
+			if hasRules {
+				withRules[policyKey] = true
 			}
 			ep.Ingress.Isolated = ep.Ingress.Isolated || c.Ingress
 			ep.Egress.Isolated = ep.Egress.Isolated || c.Egress
-			ep.Ingress.Rules = appendShared(ep.Ingress.Rules, c.IngressRules)
+			ep.Ingress.Rules = appendShared(ep.Ingress.Rules, ingressRules)
 			ep.Egress.Rules = appendShared(ep.Egress.Rules, c.EgressRules)
 		}
 		for _, s := range selections {
@@ -250,6 +302,7 @@ func Compute(in Input) Result {
 			ep.Egress.Isolated = ep.Egress.Isolated || s.Egress
 		}
 		if len(applied) == 0 {
+			r.LastSettled[pk] = unpoliced
 			continue
 		}
 		// Rules of a direction that is not isolated change nothing.
@@ -259,9 +312,17 @@ func Compute(in Input) Result {
 		if !ep.Egress.Isolated {
 			ep.Egress.Rules = nil
 		}
+		settled := len(withRules) == len(applied)
+		if settled {
+			r.LastSettled[pk] = &ep
+		} else if last := in.Previous.lastSettled(pk); last != nil {
+			r.LastSettled[pk] = last
+			ep.Ingress = bridge(ep.Ingress, last.Ingress)
+			ep.Egress = bridge(ep.Egress, last.Egress)
+		}
 		r.Endpoints[pk] = &ep
 		r.Sets[pk] = sets
-		r.Settled[pk] = len(withRules) == len(applied)
+		r.Settled[pk] = settled
 		list := make([]PolicyKey, 0, len(applied))
 		for k := range applied {
 			list = append(list, k)
@@ -270,6 +331,48 @@ func Compute(in Input) Result {
 		r.Policies[pk] = list
 	}
 	return r
+}
+
+// unpoliced is the settled state of a pod no policy applies to. Nobody
+// modifies it.
+var unpoliced = &policy.Endpoint{}
+
+// bridge is what a pod enforces in one direction while its policies are
+// not settled, given what it enforced when they last were. A direction
+// that was open stays open until the controller's rules arrive: isolating
+// it at once would drop the traffic the new policy allows, which the old
+// state allowed too. (A new pod has no settled state, so a policy
+// selecting it isolates it from its first packet.) A direction that was
+// isolated keeps its old rules beside the new ones.
+func bridge(now, before policy.Direction) policy.Direction {
+	if now.Isolated && !before.Isolated {
+		return policy.Direction{}
+	}
+	now.Rules = keepRules(now, before)
+	return now
+}
+
+// keepRules returns the rules of now plus, when the direction was isolated
+// before too, those of before it lacks.
+func keepRules(now, before policy.Direction) []policy.Rule {
+	if !now.Isolated || !before.Isolated || len(before.Rules) == 0 {
+		return now.Rules
+	}
+	have := make(map[uint32][]int, len(now.Rules))
+	for i, rule := range now.Rules {
+		have[rule.ID] = append(have[rule.ID], i)
+	}
+	rules := slices.Clip(now.Rules)
+	for _, rule := range before.Rules {
+		if !slices.ContainsFunc(have[rule.ID], func(i int) bool { return sameRule(now.Rules[i], rule) }) {
+			rules = append(rules, rule)
+		}
+	}
+	return rules
+}
+
+func sameRule(a, b policy.Rule) bool {
+	return a.ID == b.ID && a.CIDR == b.CIDR && slices.Equal(a.Except, b.Except) && slices.Equal(a.Ports, b.Ports)
 }
 
 // appendShared appends more to rules; when rules is empty it returns more
@@ -293,6 +396,13 @@ func (r *Result) Origin(id uint32) (RuleOrigin, bool) {
 		}
 	}
 	return RuleOrigin{}, false
+}
+
+func (r *Result) lastSettled(k PodKey) *policy.Endpoint {
+	if r == nil {
+		return nil
+	}
+	return r.LastSettled[k]
 }
 
 func (r *Result) compiled(k SetKey) (Compiled, bool) {

@@ -299,7 +299,7 @@ func TestComputeLocalSelection(t *testing.T) {
 		{Namespace: "other", Name: "p-other", Labels: map[string]string{"app": "web", "tier": "db"}},
 		{Namespace: "ns", Name: "p-free", Labels: map[string]string{"app": "api"}},
 	}
-	r, _ := Build([]v1alpha1.PolicyEndpoint{web}, []networkingv1.NetworkPolicy{np}, pods)
+	r, _ := Build([]v1alpha1.PolicyEndpoint{web}, []networkingv1.NetworkPolicy{np, webPolicy("ns")}, pods)
 
 	pNew := r.Endpoints[PodKey{"ns", "p-new"}]
 	if pNew == nil || !pNew.Ingress.Isolated || !pNew.Egress.Isolated {

@@ -61,6 +61,7 @@ func TestGolden(t *testing.T) {
 		{"explain-named-port-metrics", "", []string{"explain", "-f", named, "--from", "monitoring/prometheus", "--to", "shop/api", "--port", "9090"}},
 		{"rules-ingress", "", []string{"rules", "-f", ingress, "y/b", "x/a"}},
 		{"rules-egress", "", []string{"rules", "-f", egress, "default/client"}},
+		{"rules-named-ports", "", []string{"rules", "-f", named, "shop/api", "shop/old-api"}},
 		{"services-matrix", "", []string{"simulate", "-f", "testdata/services.yaml", "--to-service"}},
 		{"services-json", "", []string{"simulate", "-f", "testdata/services.yaml", "--to-service", "-o", "json", "--from", "app/client", "--to", "app"}},
 		{"rules-egress-compiled", "", []string{"rules", "-f", egress, "default/client", "--compiled"}},

@@ -18,16 +18,33 @@ type convergence struct {
 	mu      sync.Mutex
 	samples map[string][]time.Duration
 	// interrupted counts pairs meant to stay connected through a change
-	// that a probe round saw blocked, and steps with at least one.
+	// that a probe round saw blocked, and steps with at least one; the
+	// same split by whether any NetworkPolicy existed before the step.
 	interrupted, interruptedSteps int
+	split                         map[bool]*Interruptions
 }
 
-func (c *convergence) interruptions(pairs int) {
+// Interruptions counts pairs meant to stay connected seen blocked, and the
+// steps where it happened.
+type Interruptions struct {
+	Pairs int `json:"pairs"`
+	Steps int `json:"steps"`
+}
+
+// interruptions records a step's blocked pairs; policiesBefore tells
+// whether some NetworkPolicy existed before the step's change (otherwise
+// the change isolated pods that were open).
+func (c *convergence) interruptions(pairs int, policiesBefore bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.split == nil {
+		c.split = map[bool]*Interruptions{false: {}, true: {}}
+	}
 	c.interrupted += pairs
+	c.split[policiesBefore].Pairs += pairs
 	if pairs > 0 {
 		c.interruptedSteps++
+		c.split[policiesBefore].Steps++
 	}
 }
 
@@ -60,6 +77,13 @@ type Report struct {
 	// connected through a change but seen blocked during it.
 	InterruptedPairs int `json:"interrupted_pairs"`
 	InterruptedSteps int `json:"interrupted_steps"`
+	// InterruptedFromOpen are those of steps that started with no
+	// NetworkPolicy (the first policies of a case isolate open pods: until
+	// the controller's rules arrive, the agent isolates the pods they
+	// select with nothing allowed); InterruptedReplacing those of steps
+	// that changed existing policies (or added to them).
+	InterruptedFromOpen  Interruptions `json:"interrupted_from_open"`
+	InterruptedReplacing Interruptions `json:"interrupted_replacing"`
 }
 
 func summarize(samples []time.Duration) Summary {
@@ -98,6 +122,9 @@ func (c *convergence) report(pollTimeout time.Duration) Report {
 		InterruptedPairs: c.interrupted,
 		InterruptedSteps: c.interruptedSteps,
 	}
+	if c.split != nil {
+		r.InterruptedFromOpen, r.InterruptedReplacing = *c.split[false], *c.split[true]
+	}
 	var all []time.Duration
 	kinds := make([]string, 0, len(c.samples))
 	for kind := range c.samples {
@@ -113,8 +140,9 @@ func (c *convergence) report(pollTimeout time.Duration) Report {
 }
 
 func (r Report) String() string {
-	s := fmt.Sprintf("convergence: %d samples, p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms; %d probes meant to stay connected seen blocked, in %d steps",
-		r.All.Samples, r.All.P50ms, r.All.P90ms, r.All.P99ms, r.All.MaxMs, r.InterruptedPairs, r.InterruptedSteps)
+	s := fmt.Sprintf("convergence: %d samples, p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms; %d probes meant to stay connected seen blocked, in %d steps (%d in %d steps starting without policies, %d in %d steps changing policies)",
+		r.All.Samples, r.All.P50ms, r.All.P90ms, r.All.P99ms, r.All.MaxMs, r.InterruptedPairs, r.InterruptedSteps,
+		r.InterruptedFromOpen.Pairs, r.InterruptedFromOpen.Steps, r.InterruptedReplacing.Pairs, r.InterruptedReplacing.Steps)
 	for kind, k := range r.ByKind {
 		s += fmt.Sprintf("\n  %-7s %3d samples, p50 %.1f ms, p99 %.1f ms, max %.1f ms", kind, k.Samples, k.P50ms, k.P99ms, k.MaxMs)
 	}

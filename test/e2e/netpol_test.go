@@ -159,6 +159,10 @@ func runCase(t *testing.T, c netpolcases.Case, families []localcluster.Family, a
 				watched[family] = append(watched[family], stayingConnected(before, check.Expected))
 			}
 		}
+		policiesBefore, err := anyPolicy(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
 		changed := time.Now()
 		for _, action := range step.Actions {
 			if err := apply(ctx, action); err != nil {
@@ -199,7 +203,7 @@ func runCase(t *testing.T, c netpolcases.Case, families []localcluster.Family, a
 		if t.Failed() {
 			t.FailNow()
 		}
-		measured.interruptions(interrupted)
+		measured.interruptions(interrupted, policiesBefore)
 		if changes {
 			measured.record(kindOf(step.Actions), slowest)
 			t.Logf("step %d (%s): expected traffic after %v; %d pairs meant to stay connected were seen blocked meanwhile", s+1, kindOf(step.Actions), slowest.Round(time.Millisecond), interrupted)
@@ -222,6 +226,20 @@ func stayingConnected(before, after *reachability.Matrix) []reachability.Pair {
 		}
 	}
 	return pairs
+}
+
+// anyPolicy tells whether some NetworkPolicy exists in the cases' namespaces.
+func anyPolicy(ctx context.Context) (bool, error) {
+	for _, ns := range netpolcases.Namespaces {
+		var list networkingv1.NetworkPolicyList
+		if err := cluster.Client.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		if len(list.Items) > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func kindOf(actions []netpolcases.Action) string {
