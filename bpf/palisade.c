@@ -47,12 +47,12 @@ static __always_inline int flow_allowed_now(const struct endpoint *ep, struct ct
 static __always_inline struct ct_entry *ct_lookup_live(struct __sk_buff *skb, const struct endpoint *ep, int dir,
 						      const struct ct_key *key, const struct packet *p, __u64 now)
 {
-	struct ct_entry *e = bpf_map_lookup_elem(&conntrack, key);
+	struct ct_entry *e = ct_find(key);
 	if (!e || ct_expired(e, now))
 		return 0;
 	if (e->revision == ep->revision || flow_allowed_now(ep, e, key))
 		return e;
-	bpf_map_delete_elem(&conntrack, key);
+	ct_remove(key);
 	emit_event(skb, ep->id, dir, p, 0, EVENT_REVOKED, 0, now);
 	return 0;
 }
@@ -89,8 +89,7 @@ static __always_inline int later_fragment_follows(const struct endpoint *ep, int
 
 static __always_inline int enforce(struct __sk_buff *skb, int dir)
 {
-	__u32 ifindex = skb->ifindex;
-	struct endpoint *ep = bpf_map_lookup_elem(&endpoints, &ifindex);
+	struct endpoint *ep = endpoint_of(skb->ifindex);
 	if (!ep)
 		return VERDICT_PASS;
 	int isolated = isolated_in(ep, dir);
@@ -103,6 +102,9 @@ static __always_inline int enforce(struct __sk_buff *skb, int dir)
 			emit_event(skb, ep->id, dir, &p, 0, EVENT_MALFORMED, 0, bpf_jiffies64());
 		return finish(skb, ep, dir, allowed);
 	}
+
+	if (p.neighbor_discovery)
+		return finish(skb, ep, dir, 1);
 
 	__u64 now = bpf_jiffies64();
 	struct ct_key key = {};
@@ -142,7 +144,7 @@ static __always_inline int enforce(struct __sk_buff *skb, int dir)
 			.state = ct_state_of_new(&p),
 			.origin = dir,
 		};
-		bpf_map_update_elem(&conntrack, &key, &n, BPF_ANY);
+		ct_insert(&key, &n);
 		emit_event(skb, ep->id, dir, &p, 1, EVENT_NEW_FLOW, rule, now);
 	}
 	if (p.first_fragment)

@@ -2,18 +2,21 @@
 // programs on pods' host-side veths. It knows policy.Endpoint, not
 // Kubernetes objects.
 //
-// One pair of programs (bpf/palisade.c) serves every pod: the endpoints map
-// turns the veth's ifindex into the endpoint's record (slot, revision,
-// per-direction isolation and policy id). Each direction's rules are
-// compiled (package compile) into entries of two LPM tries shared by all
-// endpoints: cidr_rules, keyed by policy id and peer address, whose longest
-// match alone decides the address, and port_rules, keyed by port set and
-// port, whose longest match decides protocol and port. A policy is replaced
-// by writing the new entries under fresh ids, switching the endpoint record
-// in one map update, then deleting the old entries. Connection tracking
-// (conntrack LRU, keyed by endpoint and seen from the pod) admits replies
-// and related ICMP errors; entries carry the policy revision they were
-// judged under and are judged again when it changes.
+// One pair of programs (bpf/palisade.c) serves every pod: the endpoint_refs
+// maps turn the veth's ifindex into the endpoint's record (slot, revision,
+// per-direction isolation and policy id) in endpoint_records. Each
+// direction's rules are compiled (package compile) into entries of
+// cidr_rules, an LPM trie shared by all endpoints keyed by policy id and
+// peer address, whose longest match alone decides the address. Its value
+// carries the allowed ports inline when they are one or two port prefixes,
+// else names a port set of port_rules, an LPM trie keyed by port set and
+// port whose longest match decides protocol and port. A policy is replaced
+// by writing the new entries under a fresh id and the new record into the
+// endpoint's spare record, switching the ifindex's reference to it in one
+// 4-byte write, then deleting the old entries. Connection tracking
+// (conntrack4 and conntrack6 LRUs, keyed by endpoint and seen from the pod)
+// admits replies and related ICMP errors; entries carry the policy revision
+// they were judged under and are judged again when it changes.
 package dataplane
 
 import (
@@ -33,14 +36,17 @@ import (
 // Purge to change them.
 type Config struct {
 	PinPath          string // bpffs directory for pinned maps and links; default /sys/fs/bpf/palisade
-	ConntrackSize    int    // LRU entries; default 262144
+	ConntrackSize    int    // LRU entries of each address family's flows; default 262144
 	RuleCapacity     int    // CIDR LPM entries across all endpoints; default 1<<20
 	PortRuleCapacity int    // port LPM entries across all port sets; default 1<<18
 	MaxEndpoints     int    // endpoints (pods) on the node; default 4096
-	FragmentSize     int    // LRU entries of first fragments; default 16384
-	EventRingBytes   int    // ring buffer size, a power of two >= page size; default 1<<20
-	EventRate        int    // events per second per CPU; default 1000
-	EventBurst       int    // default 2 * EventRate
+	// IfindexArraySize: veths with a smaller ifindex find their endpoint
+	// with an array lookup, the others through a hash; default 65536.
+	IfindexArraySize int
+	FragmentSize     int // LRU entries of first fragments; default 16384
+	EventRingBytes   int // ring buffer size, a power of two >= page size; default 1<<20
+	EventRate        int // events per second per CPU; default 1000
+	EventBurst       int // default 2 * EventRate
 	Timeouts         Timeouts
 	// ForceTCLegacy attaches with clsact + cls_bpf even where TCX exists
 	// (tests of the fallback).
@@ -51,6 +57,9 @@ type Config struct {
 type Timeouts struct {
 	TCPSyn, TCPEstablished, TCPClosing, TCPReset, UDP, Other, Fragment time.Duration
 }
+
+// maxEndpointSlots: IPv4 conntrack keys hold the endpoint slot in 24 bits.
+const maxEndpointSlots = 1 << 24
 
 // DefaultPinPath is where Open pins when Config.PinPath is empty.
 const DefaultPinPath = "/sys/fs/bpf/palisade"
@@ -68,6 +77,7 @@ func (c Config) withDefaults() Config {
 	def(&c.RuleCapacity, 1<<20)
 	def(&c.PortRuleCapacity, 1<<18)
 	def(&c.MaxEndpoints, 4096)
+	def(&c.IfindexArraySize, 65536)
 	def(&c.FragmentSize, 16384)
 	def(&c.EventRingBytes, 1<<20)
 	def(&c.EventRate, 1000)
@@ -135,6 +145,9 @@ type Dataplane struct {
 // the freshly loaded programs without a moment unenforced.
 func Open(cfg Config) (*Dataplane, error) {
 	cfg = cfg.withDefaults()
+	if cfg.MaxEndpoints > maxEndpointSlots {
+		return nil, fmt.Errorf("MaxEndpoints %d exceeds the %d endpoint slots conntrack keys hold", cfg.MaxEndpoints, maxEndpointSlots)
+	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
 	}
@@ -146,13 +159,16 @@ func Open(cfg Config) (*Dataplane, error) {
 		return nil, fmt.Errorf("load object spec: %w", err)
 	}
 	sizes := map[string]int{
-		"endpoints":         cfg.MaxEndpoints,
-		"cidr_rules":        cfg.RuleCapacity,
-		"port_rules":        cfg.PortRuleCapacity,
-		"endpoint_counters": 2 * cfg.MaxEndpoints,
-		"conntrack":         cfg.ConntrackSize,
-		"fragments":         cfg.FragmentSize,
-		"events":            cfg.EventRingBytes,
+		"endpoint_refs":      cfg.IfindexArraySize,
+		"endpoint_refs_hash": cfg.MaxEndpoints,
+		"endpoint_records":   2 * cfg.MaxEndpoints,
+		"cidr_rules":         cfg.RuleCapacity,
+		"port_rules":         cfg.PortRuleCapacity,
+		"endpoint_counters":  2 * cfg.MaxEndpoints,
+		"conntrack4":         cfg.ConntrackSize,
+		"conntrack6":         cfg.ConntrackSize,
+		"fragments":          cfg.FragmentSize,
+		"events":             cfg.EventRingBytes,
 	}
 	for name, size := range sizes {
 		spec.Maps[name].MaxEntries = uint32(size)
@@ -232,14 +248,17 @@ func (d *Dataplane) Purge() error {
 func (d *Dataplane) allMaps() map[string]*ebpf.Map {
 	m := &d.objs.palisadeMaps
 	return map[string]*ebpf.Map{
-		"endpoints":         m.Endpoints,
-		"cidr_rules":        m.CidrRules,
-		"port_rules":        m.PortRules,
-		"endpoint_counters": m.EndpointCounters,
-		"conntrack":         m.Conntrack,
-		"fragments":         m.Fragments,
-		"events":            m.Events,
-		"event_buckets":     m.EventBuckets,
+		"endpoint_refs":      m.EndpointRefs,
+		"endpoint_refs_hash": m.EndpointRefsHash,
+		"endpoint_records":   m.EndpointRecords,
+		"cidr_rules":         m.CidrRules,
+		"port_rules":         m.PortRules,
+		"endpoint_counters":  m.EndpointCounters,
+		"conntrack4":         m.Conntrack4,
+		"conntrack6":         m.Conntrack6,
+		"fragments":          m.Fragments,
+		"events":             m.Events,
+		"event_buckets":      m.EventBuckets,
 	}
 }
 

@@ -97,7 +97,10 @@ func (g *frameGen) spec(dir policy.Dir) packet.Spec {
 		s.Payload = make([]byte, r.IntN(64))
 	}
 	if s.Protocol == policy.ICMP || s.Protocol == policy.ICMPv6 {
-		s.ICMP.Type = []uint8{0, 3, 8, 11, 1, 2, 128, 129, 135}[r.IntN(9)]
+		s.ICMP.Type = []uint8{0, 3, 8, 11, 1, 2, 128, 129, 132, 133, 134, 135, 136, 137}[r.IntN(14)]
+		if r.IntN(2) == 0 {
+			s.HopLimit = []uint8{255, 255, 254}[r.IntN(3)] // neighbour discovery and near misses
+		}
 		s.ICMP.ID = uint16(r.Uint32())
 		if r.IntN(3) == 0 {
 			inner := packet.Spec{Src: s.Dst, Dst: s.Src, Protocol: genProtocols[r.IntN(4)], SrcPort: g.port(), DstPort: g.port()}
@@ -202,12 +205,12 @@ func flushState(t testing.TB, d *Dataplane) {
 }
 
 // TestDifferentialAgainstEvaluate sends over a million random and
-// adversarial frames through the loaded programs and compares every
+// adversarial frames (frameGen's and policygen's) through the loaded programs and compares every
 // verdict with policy.Evaluate. Connection state may only add "allow":
 // when the program allows what the reference drops, the frame is sent
 // again with the state flushed and must then be dropped.
 func TestDifferentialAgainstEvaluate(t *testing.T) {
-	policies, perPolicy := 250, 4100
+	policies, perPolicy := 250, 4200
 	if testing.Short() {
 		policies, perPolicy = 25, 2000
 	}
@@ -240,6 +243,7 @@ func TestDifferentialAgainstEvaluate(t *testing.T) {
 	ifindexes := [2]int{dummyLink(t), dummyLink(t)}
 	r := policygen.New(20260523)
 	var total, stateful, rules, refused, ruleChecks int
+	reasons := map[policy.Reason]int{}
 	start := time.Now()
 	for range policies {
 		ep := policygen.Endpoint(r)
@@ -252,9 +256,20 @@ func TestDifferentialAgainstEvaluate(t *testing.T) {
 		gens := [2]*frameGen{newFrameGen(r, &ep.Ingress), newFrameGen(r, &ep.Egress)}
 		for range perPolicy {
 			dir := policy.Dir(r.IntN(2))
-			spec := gens[dir].spec(dir)
-			frame := packet.Build(spec)
+			var spec packet.Spec // zero for frames of policygen.Malformed
+			var frame []byte
+			switch r.IntN(8) {
+			case 0, 1:
+				spec = policygen.Packet(r, ep, dir)
+				frame = packet.Build(spec)
+			case 2:
+				frame = policygen.Malformed(r, ep, dir)
+			default:
+				spec = gens[dir].spec(dir)
+				frame = packet.Build(spec)
+			}
 			want := policy.Evaluate(ep, dir, frame)
+			reasons[want.Reason]++
 			got, err := runFrameErr(d, dir, ifindexes[dir], frame)
 			if err != nil && truncatedIPHeader(frame) {
 				// BPF_PROG_TEST_RUN refuses these; the program's header
@@ -302,6 +317,10 @@ func TestDifferentialAgainstEvaluate(t *testing.T) {
 	}
 	t.Logf("%d frames compared, %d policies with %d rules, %d allowed only by connection state, %d deciding rule ids checked, %d truncated IP headers the kernel refuses to run, in %v",
 		total, policies, rules, stateful, ruleChecks, refused, time.Since(start).Round(time.Millisecond))
+	t.Logf("reference verdict reasons: %v", reasons)
+	if nd := reasons[policy.ReasonNeighborDiscovery]; nd < total/1000 {
+		t.Errorf("only %d neighbour discovery frames among %d", nd, total)
+	}
 	if total < 1_000_000 && !testing.Short() {
 		t.Errorf("only %d frames compared, want at least a million", total)
 	}

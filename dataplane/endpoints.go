@@ -20,6 +20,8 @@ var ErrCapacity = errors.New("dataplane capacity exhausted")
 
 type endpointRecord struct {
 	value palisadeEndpoint
+	// index of the live record in endpoint_records: value.Id*2 or value.Id*2+1
+	record uint32
 }
 
 // policyRecord is the CIDR table of one direction of one endpoint.
@@ -161,21 +163,22 @@ func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) 
 	}
 	d.revision++
 	value.Revision = d.revision
-	if err := d.objs.Endpoints.Update(uint32(ifindex), &value, ebpf.UpdateAny); err != nil {
+	rec, err := d.publish(ifindex, old, value)
+	if err != nil {
 		for _, id := range written {
 			d.deletePolicy(id)
 		}
 		if old == nil {
 			delete(d.slotsUsed, slot)
 		}
-		return d.failClosed(ifindex, old, *ep, fmt.Errorf("%w: endpoints map: %v", ErrCapacity, err))
+		return d.failClosed(ifindex, old, *ep, err)
 	}
 	if old != nil {
 		for _, id := range old.value.Policy {
 			d.deletePolicy(id)
 		}
 	}
-	d.endpoints[ifindex] = &endpointRecord{value: value}
+	d.endpoints[ifindex] = rec
 	return value.Revision, nil
 }
 
@@ -197,12 +200,50 @@ func (d *Dataplane) failClosed(ifindex int, old *endpointRecord, ep policy.Endpo
 			value.Isolated[dir] = 1
 		}
 	}
-	if uerr := d.objs.Endpoints.Update(uint32(ifindex), &value, ebpf.UpdateAny); uerr != nil {
+	rec, perr := d.publish(ifindex, nil, value)
+	if perr != nil {
 		delete(d.slotsUsed, slot)
-		return 0, errors.Join(err, fmt.Errorf("%w: could not close endpoint: %v", ErrCapacity, uerr))
+		return 0, errors.Join(err, fmt.Errorf("could not close endpoint: %w", perr))
 	}
-	d.endpoints[ifindex] = &endpointRecord{value: value}
+	d.endpoints[ifindex] = rec
 	return value.Revision, fmt.Errorf("%w (endpoint left closed)", err)
+}
+
+// publish writes value into the endpoint's record not in use and points
+// ifindex at it.
+func (d *Dataplane) publish(ifindex int, old *endpointRecord, value palisadeEndpoint) (*endpointRecord, error) {
+	index := value.Id * 2
+	if old != nil && old.record == index {
+		index++
+	}
+	if err := d.objs.EndpointRecords.Update(index, &value, ebpf.UpdateAny); err != nil {
+		return nil, fmt.Errorf("endpoint records map: %w", err)
+	}
+	if err := d.setEndpointRef(ifindex, index+1); err != nil {
+		return nil, err
+	}
+	return &endpointRecord{value: value, record: index}, nil
+}
+
+// setEndpointRef points ifindex at record ref-1, or at none when ref is 0.
+func (d *Dataplane) setEndpointRef(ifindex int, ref uint32) error {
+	key := uint32(ifindex)
+	if key < d.objs.EndpointRefs.MaxEntries() {
+		if err := d.objs.EndpointRefs.Update(key, ref, ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("endpoint references map: %w", err)
+		}
+		return nil
+	}
+	if ref == 0 {
+		if err := d.objs.EndpointRefsHash.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("endpoint references hash: %w", err)
+		}
+		return nil
+	}
+	if err := d.objs.EndpointRefsHash.Update(key, ref, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("%w: endpoint references hash: %v", ErrCapacity, err)
+	}
+	return nil
 }
 
 func (d *Dataplane) slotFor(old *endpointRecord) (uint32, error) {
@@ -240,8 +281,13 @@ func (d *Dataplane) writePolicy(c *compile.Direction) (uint32, error) {
 	d.nextPolicy++
 	rec := &policyRecord{}
 	d.policies[id] = rec
+	// Port sets small enough live inside the CIDR values; the others are
+	// shared entries of port_rules.
 	setIDs := make([]uint32, len(c.Portsets))
 	for i := range c.Portsets {
+		if len(c.Portsets[i].Entries) <= len(palisadeCidrValue{}.InlinePorts) {
+			continue
+		}
 		set, err := d.internPortset(&c.Portsets[i])
 		if err != nil {
 			d.deletePolicy(id)
@@ -255,6 +301,12 @@ func (d *Dataplane) writePolicy(c *compile.Direction) (uint32, error) {
 		var v palisadeCidrValue
 		if e.Portset >= 0 {
 			v.Portset = setIDs[e.Portset]
+			if v.Portset == 0 {
+				for i, pe := range c.Portsets[e.Portset].Entries {
+					v.InlinePorts[i] = palisadeInlinePort{Rule: pe.Rule, Port: pe.Port, Proto: uint8(pe.Protocol), Bits: uint8(pe.Bits)}
+					v.InlineCount++
+				}
+			}
 		}
 		if e.AnyProtocol {
 			v.Flags |= cidrAnyProto
@@ -342,7 +394,7 @@ func (d *Dataplane) RemovePolicy(ifindex int) error {
 	if old == nil {
 		return nil
 	}
-	if err := d.objs.Endpoints.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := d.setEndpointRef(ifindex, 0); err != nil {
 		return fmt.Errorf("remove policy of ifindex %d: %w", ifindex, err)
 	}
 	delete(d.endpoints, ifindex)
@@ -394,18 +446,51 @@ func (d *Dataplane) Endpoints() ([]EndpointState, error) {
 	return out, nil
 }
 
-// rebuild reads the bookkeeping back from the (possibly pinned) maps.
-func (d *Dataplane) rebuild() error {
-	var ifindex uint32
-	var ep palisadeEndpoint
-	it := d.objs.Endpoints.Iterate()
-	for it.Next(&ifindex, &ep) {
-		d.endpoints[int(ifindex)] = &endpointRecord{value: ep}
-		d.slotsUsed[ep.Id] = true
-		d.revision = max(d.revision, ep.Revision)
+// endpointRefs reads the record reference of every policed ifindex.
+func (d *Dataplane) endpointRefs() (map[uint32]uint32, error) {
+	out := map[uint32]uint32{}
+	size := d.objs.EndpointRefs.MaxEntries()
+	keys, values := make([]uint32, size), make([]uint32, size)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := d.objs.EndpointRefs.BatchLookup(&cursor, keys, values, nil)
+		for i := range n {
+			if values[i] != 0 {
+				out[keys[i]] = values[i]
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("endpoint references: %w", err)
+		}
+	}
+	var ifindex, ref uint32
+	it := d.objs.EndpointRefsHash.Iterate()
+	for it.Next(&ifindex, &ref) {
+		out[ifindex] = ref
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("endpoints: %w", err)
+		return nil, fmt.Errorf("endpoint references hash: %w", err)
+	}
+	return out, nil
+}
+
+// rebuild reads the bookkeeping back from the (possibly pinned) maps.
+func (d *Dataplane) rebuild() error {
+	refs, err := d.endpointRefs()
+	if err != nil {
+		return err
+	}
+	for ifindex, ref := range refs {
+		var ep palisadeEndpoint
+		if err := d.objs.EndpointRecords.Lookup(ref-1, &ep); err != nil {
+			return fmt.Errorf("endpoint record %d of ifindex %d: %w", ref-1, ifindex, err)
+		}
+		d.endpoints[int(ifindex)] = &endpointRecord{value: ep, record: ref - 1}
+		d.slotsUsed[ep.Id] = true
+		d.revision = max(d.revision, ep.Revision)
 	}
 	var ck palisadeCidrKey
 	var cv palisadeCidrValue

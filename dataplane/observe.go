@@ -164,35 +164,49 @@ func (d *Dataplane) GarbageCollect(now time.Time) (int, error) {
 	timeouts := d.cfg.Timeouts.byState(d.clock)
 	expired := func(last uint64, timeout uint64) bool { return jiffies > last && jiffies-last > timeout }
 
-	var ctKeys []palisadeCtKey
-	var k palisadeCtKey
-	var v palisadeCtEntry
-	it := d.objs.Conntrack.Iterate()
-	for it.Next(&k, &v) {
-		if !liveBefore[k.Endpoint] || expired(v.LastSeen, timeouts[v.State&7]) {
-			ctKeys = append(ctKeys, k)
-		}
+	fragmentTimeout := d.clock.ticks(d.cfg.Timeouts.Fragment)
+	stale := func(endpoint uint32, last, timeout uint64) bool {
+		return !liveBefore[endpoint] || expired(last, timeout)
 	}
-	if err := it.Err(); err != nil {
-		return 0, fmt.Errorf("iterate conntrack: %w", err)
-	}
-	var fragKeys []palisadeFragKey
-	var fk palisadeFragKey
-	var fv palisadeFragEntry
-	fit := d.objs.Fragments.Iterate()
-	for fit.Next(&fk, &fv) {
-		if !liveBefore[fk.Endpoint] || expired(fv.LastSeen, d.clock.ticks(d.cfg.Timeouts.Fragment)) {
-			fragKeys = append(fragKeys, fk)
-		}
-	}
-	if err := fit.Err(); err != nil {
-		return 0, fmt.Errorf("iterate fragments: %w", err)
+	keys4, err4 := collectKeys(d.objs.Conntrack4, func(k palisadeCtKey4, v palisadeCtEntry) bool {
+		return stale(k.endpoint(), v.LastSeen, timeouts[v.State&7])
+	})
+	keys6, err6 := collectKeys(d.objs.Conntrack6, func(k palisadeCtKey, v palisadeCtEntry) bool {
+		return stale(k.Endpoint, v.LastSeen, timeouts[v.State&7])
+	})
+	fragKeys, errFrag := collectKeys(d.objs.Fragments, func(k palisadeFragKey, v palisadeFragEntry) bool {
+		return stale(k.Endpoint, v.LastSeen, fragmentTimeout)
+	})
+	if err := errors.Join(err4, err6, errFrag); err != nil {
+		return 0, err
 	}
 	// An endpoint programmed during the walk keeps its fresh entries.
 	liveAfter := d.liveEndpointIDs()
-	ctKeys = slices.DeleteFunc(ctKeys, func(k palisadeCtKey) bool { return liveAfter[k.Endpoint] && !liveBefore[k.Endpoint] })
-	fragKeys = slices.DeleteFunc(fragKeys, func(k palisadeFragKey) bool { return liveAfter[k.Endpoint] && !liveBefore[k.Endpoint] })
-	return deleteKeys(d.objs.Conntrack, ctKeys) + deleteKeys(d.objs.Fragments, fragKeys), nil
+	reborn := func(endpoint uint32) bool { return liveAfter[endpoint] && !liveBefore[endpoint] }
+	keys4 = slices.DeleteFunc(keys4, func(k palisadeCtKey4) bool { return reborn(k.endpoint()) })
+	keys6 = slices.DeleteFunc(keys6, func(k palisadeCtKey) bool { return reborn(k.Endpoint) })
+	fragKeys = slices.DeleteFunc(fragKeys, func(k palisadeFragKey) bool { return reborn(k.Endpoint) })
+	return deleteKeys(d.objs.Conntrack4, keys4) + deleteKeys(d.objs.Conntrack6, keys6) + deleteKeys(d.objs.Fragments, fragKeys), nil
+}
+
+// endpoint is the slot of the endpoint an IPv4 flow belongs to.
+func (k palisadeCtKey4) endpoint() uint32 { return k.EndpointProto >> 8 }
+
+// collectKeys returns the keys of m's entries that match.
+func collectKeys[K, V any](m *ebpf.Map, match func(K, V) bool) ([]K, error) {
+	var keys []K
+	var k K
+	var v V
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if match(k, v) {
+			keys = append(keys, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate %v: %w", m, err)
+	}
+	return keys, nil
 }
 
 func (d *Dataplane) liveEndpointIDs() map[uint32]bool {
@@ -218,26 +232,11 @@ func deleteKeys[K any](m *ebpf.Map, keys []K) int {
 // forgetEndpointState deletes the conntrack and fragment entries of the
 // given endpoint ids.
 func (d *Dataplane) forgetEndpointState(ids map[uint32]bool) (int, error) {
-	var ctKeys []palisadeCtKey
-	var k palisadeCtKey
-	var v palisadeCtEntry
-	it := d.objs.Conntrack.Iterate()
-	for it.Next(&k, &v) {
-		if ids[k.Endpoint] {
-			ctKeys = append(ctKeys, k)
-		}
-	}
-	var fragKeys []palisadeFragKey
-	var fk palisadeFragKey
-	var fv palisadeFragEntry
-	fit := d.objs.Fragments.Iterate()
-	for fit.Next(&fk, &fv) {
-		if ids[fk.Endpoint] {
-			fragKeys = append(fragKeys, fk)
-		}
-	}
-	n := deleteKeys(d.objs.Conntrack, ctKeys) + deleteKeys(d.objs.Fragments, fragKeys)
-	return n, errors.Join(it.Err(), fit.Err())
+	keys4, err4 := collectKeys(d.objs.Conntrack4, func(k palisadeCtKey4, _ palisadeCtEntry) bool { return ids[k.endpoint()] })
+	keys6, err6 := collectKeys(d.objs.Conntrack6, func(k palisadeCtKey, _ palisadeCtEntry) bool { return ids[k.Endpoint] })
+	fragKeys, errFrag := collectKeys(d.objs.Fragments, func(k palisadeFragKey, _ palisadeFragEntry) bool { return ids[k.Endpoint] })
+	n := deleteKeys(d.objs.Conntrack4, keys4) + deleteKeys(d.objs.Conntrack6, keys6) + deleteKeys(d.objs.Fragments, fragKeys)
+	return n, errors.Join(err4, err6, errFrag)
 }
 
 // MapUsage is how full one map is.
@@ -246,7 +245,8 @@ type MapUsage struct {
 }
 
 // Occupancy reports the entries used per map (conntrack and fragments
-// counted by walking them).
+// counted by walking them): "conntrack" holds the IPv4 flows,
+// "conntrack_ipv6" the IPv6 ones.
 func (d *Dataplane) Occupancy() (map[string]MapUsage, error) {
 	d.mu.Lock()
 	out := map[string]MapUsage{
@@ -255,7 +255,7 @@ func (d *Dataplane) Occupancy() (map[string]MapUsage, error) {
 		"port_rules": {Used: d.portUsed, Capacity: d.cfg.PortRuleCapacity},
 	}
 	d.mu.Unlock()
-	for name, m := range map[string]*ebpf.Map{"conntrack": d.objs.Conntrack, "fragments": d.objs.Fragments} {
+	for name, m := range map[string]*ebpf.Map{"conntrack": d.objs.Conntrack4, "conntrack_ipv6": d.objs.Conntrack6, "fragments": d.objs.Fragments} {
 		n, err := countEntries(m)
 		if err != nil {
 			return nil, fmt.Errorf("count %s: %w", name, err)

@@ -21,10 +21,12 @@ type palisadeCidrKey struct {
 }
 
 type palisadeCidrValue struct {
-	_       structs.HostLayout
-	Portset uint32
-	AnyRule uint32
-	Flags   uint32
+	_           structs.HostLayout
+	Portset     uint32
+	AnyRule     uint32
+	Flags       uint32
+	InlineCount uint32
+	InlinePorts [2]palisadeInlinePort
 }
 
 type palisadeCounters struct {
@@ -55,6 +57,15 @@ type palisadeCtKey struct {
 	Peer     [16]uint8
 	PodPort  uint16
 	PeerPort uint16
+}
+
+type palisadeCtKey4 struct {
+	_             structs.HostLayout
+	EndpointProto uint32
+	Pod           [4]uint8
+	Peer          [4]uint8
+	PodPort       uint16
+	PeerPort      uint16
 }
 
 type palisadeEndpoint struct {
@@ -93,6 +104,14 @@ type palisadeFragKey struct {
 	Dst      [16]uint8
 }
 
+type palisadeInlinePort struct {
+	_     structs.HostLayout
+	Rule  uint32
+	Port  uint16
+	Proto uint8
+	Bits  uint8
+}
+
 type palisadePortKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -106,9 +125,12 @@ type palisadePortKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	palisadeMapCidrRules              = "cidr_rules"
-	palisadeMapConntrack              = "conntrack"
+	palisadeMapConntrack4             = "conntrack4"
+	palisadeMapConntrack6             = "conntrack6"
 	palisadeMapEndpointCounters       = "endpoint_counters"
-	palisadeMapEndpoints              = "endpoints"
+	palisadeMapEndpointRecords        = "endpoint_records"
+	palisadeMapEndpointRefs           = "endpoint_refs"
+	palisadeMapEndpointRefsHash       = "endpoint_refs_hash"
 	palisadeMapEventBuckets           = "event_buckets"
 	palisadeMapEvents                 = "events"
 	palisadeMapFragments              = "fragments"
@@ -173,9 +195,12 @@ type palisadeProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type palisadeMapSpecs struct {
 	CidrRules        *ebpf.MapSpec `ebpf:"cidr_rules"`
-	Conntrack        *ebpf.MapSpec `ebpf:"conntrack"`
+	Conntrack4       *ebpf.MapSpec `ebpf:"conntrack4"`
+	Conntrack6       *ebpf.MapSpec `ebpf:"conntrack6"`
 	EndpointCounters *ebpf.MapSpec `ebpf:"endpoint_counters"`
-	Endpoints        *ebpf.MapSpec `ebpf:"endpoints"`
+	EndpointRecords  *ebpf.MapSpec `ebpf:"endpoint_records"`
+	EndpointRefs     *ebpf.MapSpec `ebpf:"endpoint_refs"`
+	EndpointRefsHash *ebpf.MapSpec `ebpf:"endpoint_refs_hash"`
 	EventBuckets     *ebpf.MapSpec `ebpf:"event_buckets"`
 	Events           *ebpf.MapSpec `ebpf:"events"`
 	Fragments        *ebpf.MapSpec `ebpf:"fragments"`
@@ -214,9 +239,12 @@ func (o *palisadeObjects) Close() error {
 // It can be passed to loadPalisadeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type palisadeMaps struct {
 	CidrRules        *ebpf.Map `ebpf:"cidr_rules"`
-	Conntrack        *ebpf.Map `ebpf:"conntrack"`
+	Conntrack4       *ebpf.Map `ebpf:"conntrack4"`
+	Conntrack6       *ebpf.Map `ebpf:"conntrack6"`
 	EndpointCounters *ebpf.Map `ebpf:"endpoint_counters"`
-	Endpoints        *ebpf.Map `ebpf:"endpoints"`
+	EndpointRecords  *ebpf.Map `ebpf:"endpoint_records"`
+	EndpointRefs     *ebpf.Map `ebpf:"endpoint_refs"`
+	EndpointRefsHash *ebpf.Map `ebpf:"endpoint_refs_hash"`
 	EventBuckets     *ebpf.Map `ebpf:"event_buckets"`
 	Events           *ebpf.Map `ebpf:"events"`
 	Fragments        *ebpf.Map `ebpf:"fragments"`
@@ -226,9 +254,12 @@ type palisadeMaps struct {
 func (m *palisadeMaps) Close() error {
 	return _PalisadeClose(
 		m.CidrRules,
-		m.Conntrack,
+		m.Conntrack4,
+		m.Conntrack6,
 		m.EndpointCounters,
-		m.Endpoints,
+		m.EndpointRecords,
+		m.EndpointRefs,
+		m.EndpointRefsHash,
 		m.EventBuckets,
 		m.Events,
 		m.Fragments,

@@ -9,11 +9,12 @@ import (
 )
 
 var (
-	podIP   = netip.MustParseAddr("10.0.0.2")
-	peerIP  = netip.MustParseAddr("10.0.1.5")
-	otherIP = netip.MustParseAddr("192.0.2.9")
-	podIP6  = netip.MustParseAddr("fd00::2")
-	peerIP6 = netip.MustParseAddr("fd00:1::5")
+	podIP    = netip.MustParseAddr("10.0.0.2")
+	peerIP   = netip.MustParseAddr("10.0.1.5")
+	otherIP  = netip.MustParseAddr("192.0.2.9")
+	podIP6   = netip.MustParseAddr("fd00::2")
+	peerIP6  = netip.MustParseAddr("fd00:1::5")
+	otherIP6 = netip.MustParseAddr("fe80::9")
 )
 
 func tcp(src, dst netip.Addr, sport, dport uint16, flags uint8) []byte {
@@ -22,6 +23,16 @@ func tcp(src, dst netip.Addr, sport, dport uint16, flags uint8) []byte {
 
 func udp(src, dst netip.Addr, sport, dport uint16) []byte {
 	return packet.Build(packet.Spec{Src: src, Dst: dst, Protocol: policy.UDP, SrcPort: sport, DstPort: dport})
+}
+
+// ndp is an ICMPv6 message of type typ with hop limit hopLimit, cut to
+// icmpBytes bytes of ICMPv6 when > 0.
+func ndp(src, dst netip.Addr, typ, hopLimit uint8, icmpBytes int) []byte {
+	s := packet.Spec{Src: src, Dst: dst, Protocol: policy.ICMPv6, HopLimit: hopLimit, ICMP: packet.ICMP{Type: typ}, Payload: make([]byte, 16)}
+	if icmpBytes > 0 {
+		s.Malform.L4Bytes = packet.Int(icmpBytes)
+	}
+	return packet.Build(s)
 }
 
 func webPolicy() *policy.Endpoint {
@@ -62,6 +73,13 @@ func TestStatelessVerdictsAndCounters(t *testing.T) {
 		{"ingress from other peer", policy.Ingress, tcp(otherIP, podIP, 40002, 80, packet.SYN), false},
 		{"ingress IPv6 tcp 80", policy.Ingress, tcp(peerIP6, podIP6, 40003, 80, packet.SYN), true},
 		{"ingress ARP", policy.Ingress, packet.ARP(peerIP, podIP), true},
+		{"ingress neighbour solicitation", policy.Ingress, ndp(otherIP6, podIP6, 135, 255, 0), true},
+		{"egress neighbour advertisement", policy.Egress, ndp(podIP6, otherIP6, 136, 255, 0), true},
+		{"egress router solicitation, 4 bytes", policy.Egress, ndp(podIP6, otherIP6, 133, 255, 4), true},
+		{"ingress router advertisement", policy.Ingress, ndp(otherIP6, podIP6, 134, 255, 0), true},
+		{"ingress neighbour solicitation, hop limit 254", policy.Ingress, ndp(otherIP6, podIP6, 135, 254, 0), false},
+		{"ingress redirect (137)", policy.Ingress, ndp(otherIP6, podIP6, 137, 255, 0), false},
+		{"ingress neighbour solicitation, 3 bytes", policy.Ingress, ndp(otherIP6, podIP6, 135, 255, 3), false},
 		{"egress dns", policy.Egress, udp(podIP, peerIP, 5000, 53), true},
 		{"egress dns to except", policy.Egress, udp(podIP, otherIP, 5001, 53), false},
 		{"egress IPv6 dns: IPv4 rule only", policy.Egress, udp(podIP6, peerIP6, 5002, 53), false},

@@ -29,7 +29,12 @@
 //     their port is the destination port (bytes 2-3). Every other packet,
 //     later fragments and any other protocol (ICMP, ICMPv6, 0, ...), is
 //     "port-less".
-//  6. CIDRs and excepts are taken as their masked network (10.1.2.3/8 is
+//  6. IPv6 neighbour discovery, like ARP, is allowed: an ICMPv6 packet
+//     (not a later fragment) with hop limit 255, at least 4 bytes of ICMPv6
+//     header, and type 133 to 136 (router solicitation and advertisement,
+//     neighbour solicitation and advertisement). Without it an isolated
+//     IPv6 pod could not resolve its gateway.
+//  7. CIDRs and excepts are taken as their masked network (10.1.2.3/8 is
 //     10.0.0.0/8). Allow iff some Rule has the peer inside CIDR (same address family;
 //     an IPv4 CIDR never matches an IPv6 address, mapped ones included),
 //     outside all of its own Excepts, and either no Ports, or a PortRange of

@@ -75,6 +75,9 @@ type Packet struct {
 	LaterFragment bool
 	// ExtensionHeaders counts the IPv6 extension headers walked.
 	ExtensionHeaders int
+	// NeighborDiscovery: an IPv6 neighbour discovery message by rule 6
+	// (ICMPv6 type 133-136, hop limit 255, not a later fragment).
+	NeighborDiscovery bool
 }
 
 // IsIPv4 reports whether the packet is an IPv4 packet.
@@ -139,6 +142,8 @@ const (
 	ReasonNotIP
 	// ReasonMalformed: the frame breaks a parsing rule (drop).
 	ReasonMalformed
+	// ReasonNeighborDiscovery: an IPv6 neighbour discovery message (allow).
+	ReasonNeighborDiscovery
 )
 
 func (r Reason) String() string {
@@ -155,6 +160,8 @@ func (r Reason) String() string {
 		return "not IP"
 	case ReasonMalformed:
 		return "malformed"
+	case ReasonNeighborDiscovery:
+		return "neighbour discovery"
 	}
 	return fmt.Sprintf("reason %d", uint8(r))
 }
@@ -202,6 +209,8 @@ func Evaluate(ep *Endpoint, dir Dir, frame []byte) Verdict {
 		v.Reason = ReasonMalformed
 	case pkt.EtherType == EtherTypeARP:
 		v.Allowed, v.Reason = true, ReasonARP
+	case pkt.NeighborDiscovery:
+		v.Allowed, v.Reason = true, ReasonNeighborDiscovery
 	default:
 		v.Reason = ReasonNoRule
 		for i := range direction.Rules {
@@ -290,6 +299,9 @@ func ParseFrame(frame []byte, dir Dir) (Packet, error) {
 	if p.LaterFragment {
 		return p, nil
 	}
+	if p.IsIPv6() && p.Protocol == ICMPv6 {
+		p.NeighborDiscovery = isNeighborDiscovery(frame[ethernetHeaderLen+7], payload)
+	}
 	var need int
 	var short string
 	switch p.Protocol {
@@ -308,6 +320,21 @@ func ParseFrame(frame []byte, dir Dir) (Packet, error) {
 	p.HasPort = true
 	p.Port = binary.BigEndian.Uint16(payload[2:4])
 	return p, nil
+}
+
+// ICMPv6 neighbour discovery message types: router solicitation and
+// advertisement, neighbour solicitation and advertisement.
+const (
+	firstNeighborDiscoveryType = 133
+	lastNeighborDiscoveryType  = 136
+	neighborDiscoveryHopLimit  = 255
+)
+
+// isNeighborDiscovery applies rule 6 to an ICMPv6 packet (not a later
+// fragment) with this hop limit and ICMPv6 message.
+func isNeighborDiscovery(hopLimit uint8, icmp []byte) bool {
+	return hopLimit == neighborDiscoveryHopLimit && len(icmp) >= 4 &&
+		icmp[0] >= firstNeighborDiscoveryType && icmp[0] <= lastNeighborDiscoveryType
 }
 
 // parseIPv4 fills p from the IPv4 packet ip and returns the IP payload.

@@ -68,7 +68,8 @@ func checkParse(t *testing.T, frame []byte, dir policy.Dir) {
 }
 
 // checkEvaluate asserts that Evaluate is the union of its rules: a packet
-// is allowed by a direction iff it is ARP or some single rule allows it,
+// is allowed by a direction iff it is ARP, neighbour discovery, or some
+// single rule allows it,
 // and the reported rule is the first such one.
 func checkEvaluate(t *testing.T, ep *policy.Endpoint, dir policy.Dir, frame []byte) policy.Verdict {
 	t.Helper()
@@ -85,8 +86,9 @@ func checkEvaluate(t *testing.T, ep *policy.Endpoint, dir policy.Dir, frame []by
 		t.Fatalf("Evaluate error %v, ParseFrame error %v", v.Err, parseErr)
 	}
 	isARP := parseErr == nil && v.Packet.EtherType == policy.EtherTypeARP
+	isNeighborDiscovery := parseErr == nil && v.Packet.NeighborDiscovery
 	var first *policy.Rule
-	if !isARP {
+	if !isARP && !isNeighborDiscovery {
 		for i := range direction.Rules {
 			alone := &policy.Endpoint{}
 			*alone.Of(dir) = policy.Direction{Isolated: true, Rules: direction.Rules[i : i+1]}
@@ -100,6 +102,10 @@ func checkEvaluate(t *testing.T, ep *policy.Endpoint, dir policy.Dir, frame []by
 	case isARP:
 		if !v.Allowed || v.Reason != policy.ReasonARP {
 			t.Fatalf("ARP: %v", v)
+		}
+	case isNeighborDiscovery:
+		if !v.Allowed || v.Reason != policy.ReasonNeighborDiscovery {
+			t.Fatalf("neighbour discovery: %v", v)
 		}
 	case first != nil:
 		if !v.Allowed || v.Reason != policy.ReasonRule || v.RuleID != first.ID {

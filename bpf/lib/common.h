@@ -28,7 +28,7 @@ enum direction {
 	DIR_EGRESS = 1,
 };
 
-/* Value of the endpoints map, keyed by the host-side veth ifindex. */
+/* Value of endpoint_records: what one endpoint (a host-side veth) enforces. */
 struct endpoint {
 	__u32 id;		/* slot: index of the counters, part of conntrack keys */
 	__u32 revision;		/* node-wide increasing; conntrack entries carry it */
@@ -49,11 +49,26 @@ struct cidr_key {
 
 #define CIDR_ANY_PROTOCOL 1
 
+/* A port entry kept in the CIDR value itself, saving the port_rules
+ * lookup for the common rules with one or two ports. Same meaning as a
+ * port_rules entry: bits 0 allows every packet of proto, else the ports
+ * sharing their first bits bits with port; the longest match wins. */
+struct inline_port {
+	__u32 rule;
+	__u16 port;
+	__u8 proto;
+	__u8 bits;
+};
+
+#define INLINE_PORTS 2
+
 /* Value of cidr_rules: what the longest matching prefix allows. */
 struct cidr_value {
-	__u32 portset;		/* 0: none */
+	__u32 portset;		/* 0: none in port_rules */
 	__u32 any_rule;		/* rule allowing every protocol, if flags has CIDR_ANY_PROTOCOL */
 	__u32 flags;
+	__u32 inline_count;	/* used entries of inline_ports (then portset is 0) */
+	struct inline_port inline_ports[INLINE_PORTS];
 };
 
 /* Key of the port_rules LPM trie: prefixlen 40 is "every packet of proto",
@@ -72,14 +87,48 @@ struct counters {
 	__u64 deny_bytes;
 };
 
-/* Sizes are replaced from Go before loading. */
+/* Sizes are replaced from Go before loading.
+ *
+ * A veth's ifindex leads to its endpoint's record in two steps: a record
+ * reference (index + 1, 0 for no endpoint) from endpoint_refs, an array for
+ * ifindexes below its size (an inlined lookup), or from endpoint_refs_hash
+ * for larger ones; then the record in endpoint_records. Each endpoint slot
+ * owns two records: an update writes the one not in use, then switches the
+ * reference with one 4-byte write, so a packet never sees half an update. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} endpoint_refs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, __u32);
-	__type(value, struct endpoint);
+	__type(value, __u32);
 	__uint(max_entries, 4096);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} endpoints SEC(".maps");
+} endpoint_refs_hash SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct endpoint);
+	__uint(max_entries, 4096 * 2);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} endpoint_records SEC(".maps");
+
+static __always_inline struct endpoint *endpoint_of(__u32 ifindex)
+{
+	__u32 *ref = bpf_map_lookup_elem(&endpoint_refs, &ifindex);
+	if (!ref)
+		ref = bpf_map_lookup_elem(&endpoint_refs_hash, &ifindex);
+	if (!ref || !*ref)
+		return 0;
+	__u32 index = *ref - 1;
+	return bpf_map_lookup_elem(&endpoint_records, &index);
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

@@ -30,12 +30,41 @@ struct packet {
 	__u8 has_icmp;
 	__u16 icmp_id;		/* echo identifier, host order */
 	__u8 frag_proto;	/* protocol field of the IPv4 or IPv6 fragment header */
-	__u8 pad;
+	__u8 hop_limit;		/* IPv6 */
+	__u8 neighbor_discovery;	/* rule 6 of policy/doc.go allows it */
 };
 
-/* Copies len bytes at offset off of the frame into to: straight from the
- * linear data when it holds them, else through the helper (paged skbs).
- * Returns non-zero when the frame is shorter. */
+#define NDP_HOP_LIMIT 255
+#define ICMPV6_ROUTER_SOLICITATION 133
+#define ICMPV6_NEIGHBOR_ADVERTISEMENT 136
+
+/* Header buffers on the stack: 8-byte aligned so that load() fills them
+ * with whole-word copies. */
+#define HEADER_BUF __attribute__((aligned(8)))
+
+/* Copies len bytes (a constant) from the linear packet data in words: the
+ * packet may be unaligned (x86 loads it as fast), the stack buffer is not. */
+static __always_inline void copy_words(void *to, const void *from, const __u32 len)
+{
+	__u32 i = 0;
+#pragma unroll
+	for (; i + 8 <= len; i += 8)
+		*(__u64 *)(to + i) = *(const __u64 *)(from + i);
+	if (i + 4 <= len) {
+		*(__u32 *)(to + i) = *(const __u32 *)(from + i);
+		i += 4;
+	}
+	if (i + 2 <= len) {
+		*(__u16 *)(to + i) = *(const __u16 *)(from + i);
+		i += 2;
+	}
+	if (i < len)
+		*(__u8 *)(to + i) = *(const __u8 *)(from + i);
+}
+
+/* Copies len bytes at offset off of the frame into the HEADER_BUF to:
+ * straight from the linear data when it holds them, else through the
+ * helper (paged skbs). Returns non-zero when the frame is shorter. */
 static __always_inline int load(struct __sk_buff *skb, __u32 off, void *to, const __u32 len)
 {
 	void *data = (void *)(long)skb->data;
@@ -43,7 +72,7 @@ static __always_inline int load(struct __sk_buff *skb, __u32 off, void *to, cons
 	if (off <= 0x3fff) {
 		__u8 *from = data + off;
 		if ((void *)(from + len) <= data_end) {
-			__builtin_memcpy(to, from, len);
+			copy_words(to, from, len);
 			return 0;
 		}
 	}
@@ -70,7 +99,7 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct packet *p)
 		return PARSE_IP;
 	int need = l4_header_need(p->proto);
 	if (need) {
-		__u8 hdr[14];
+		__u8 hdr[14] HEADER_BUF;
 		if (p->l4_len < (__u32)need)
 			return PARSE_MALFORMED;
 		if (p->proto == PROTO_TCP) {
@@ -87,19 +116,25 @@ static __always_inline int parse_l4(struct __sk_buff *skb, struct packet *p)
 		return PARSE_IP;
 	}
 	if ((p->proto == PROTO_ICMP && p->family == 4) || (p->proto == PROTO_ICMPV6 && p->family == 6)) {
-		__u8 hdr[8];
-		if (p->l4_len >= 8 && !load(skb, p->l4_off, hdr, 8)) {
+		__u8 hdr[8] HEADER_BUF = {};
+		if (p->l4_len >= 8) {
+			if (load(skb, p->l4_off, hdr, 8))
+				return PARSE_IP;
 			p->has_icmp = 1;
 			p->icmp_type = hdr[0];
 			p->icmp_id = ((__u16)hdr[4] << 8) | hdr[5];
+		} else if (p->l4_len < 4 || load(skb, p->l4_off, hdr, 4)) {
+			return PARSE_IP;
 		}
+		p->neighbor_discovery = p->family == 6 && p->hop_limit == NDP_HOP_LIMIT &&
+					hdr[0] >= ICMPV6_ROUTER_SOLICITATION && hdr[0] <= ICMPV6_NEIGHBOR_ADVERTISEMENT;
 	}
 	return PARSE_IP;
 }
 
 static __always_inline int parse_ipv4(struct __sk_buff *skb, struct packet *p)
 {
-	__u8 h[20];
+	__u8 h[20] HEADER_BUF;
 	if (load(skb, ETH_HLEN, h, 20))
 		return PARSE_MALFORMED;
 	if ((h[0] >> 4) != 4)
@@ -131,7 +166,7 @@ static __always_inline int ipv6_is_extension(__u8 next)
 
 static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *p)
 {
-	__u8 h[40];
+	__u8 h[40] HEADER_BUF;
 	if (load(skb, ETH_HLEN, h, 40))
 		return PARSE_MALFORMED;
 	if ((h[0] >> 4) != 6)
@@ -142,6 +177,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *p)
 	__builtin_memcpy(p->src, &h[8], 16);
 	__builtin_memcpy(p->dst, &h[24], 16);
 	p->family = 6;
+	p->hop_limit = h[7];
 	__u8 next = h[6];
 	__u32 off = 40;
 	int i;
@@ -152,7 +188,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *p)
 			return PARSE_MALFORMED;
 		if (i == IPV6_MAX_EXT_HEADERS)
 			return PARSE_MALFORMED;
-		__u8 ext[8];
+		__u8 ext[8] HEADER_BUF;
 		__u32 size = 8;
 		if (next != 44) {
 			if (off + 2 > end)
@@ -190,7 +226,7 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, struct packet *p)
 /* Fills p from the frame; PARSE_IP only for a packet the rules may judge. */
 static __always_inline int parse_frame(struct __sk_buff *skb, struct packet *p)
 {
-	__u8 eth[2];
+	__u8 eth[2] HEADER_BUF;
 	if (load(skb, 12, eth, 2))
 		return PARSE_MALFORMED;
 	__u16 type = ((__u16)eth[0] << 8) | eth[1];

@@ -6,6 +6,33 @@
 #define PORT_KEY_BITS_PROTO 40
 #define PORT_KEY_BITS_PORT 56
 
+/* Looks the packet up in the inline port entries of v; returns the bits
+ * of the longest match, or -1. */
+static __always_inline int inline_ports_match(const struct cidr_value *v, __u8 proto, int has_port, __u16 port,
+					      __u32 *rule)
+{
+	int best = -1;
+	int i;
+#pragma unroll
+	for (i = 0; i < INLINE_PORTS; i++) {
+		const struct inline_port *e = &v->inline_ports[i];
+		if (i >= v->inline_count || e->proto != proto)
+			continue;
+		int bits = e->bits;
+		if (bits) {
+			if (!has_port || bits > 16)
+				continue;
+			if ((port ^ e->port) >> (16 - bits))
+				continue;
+		}
+		if (bits > best) {
+			best = bits;
+			*rule = e->rule;
+		}
+	}
+	return best;
+}
+
 /* Reports whether the endpoint's rules of direction dir allow a packet with
  * this peer, protocol and (with has_port) destination port; *rule gets the
  * first rule that allows it. */
@@ -27,6 +54,8 @@ static __always_inline int rules_allow(const struct endpoint *ep, int dir, __u8 
 	struct cidr_value *v = bpf_map_lookup_elem(&cidr_rules, &key);
 	if (!v)
 		return 0;
+	if (v->inline_count && inline_ports_match(v, proto, has_port, port, rule) >= 0)
+		return 1;
 	if (v->portset) {
 		struct port_key pk = {
 			.prefixlen = has_port ? PORT_KEY_BITS_PORT : PORT_KEY_BITS_PROTO,

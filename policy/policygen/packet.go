@@ -12,7 +12,8 @@ import (
 // biased to be interesting against its rules: peers at the first and last
 // addresses of CIDRs and excepts and just outside them, v4-mapped peers,
 // ports at range boundaries, every protocol, fragments, IPv4 options, IPv6
-// extension header chains, padding, and now and then ARP or VLAN frames.
+// extension header chains, padding, IPv6 neighbour discovery messages and
+// near misses of them, and now and then ARP or VLAN frames.
 func Packet(r *rand.Rand, ep *policy.Endpoint, dir policy.Dir) packet.Spec {
 	rules := ep.Of(dir).Rules
 	var rule *policy.Rule
@@ -35,6 +36,9 @@ func Packet(r *rand.Rand, ep *policy.Endpoint, dir policy.Dir) packet.Spec {
 		s.TCPFlags = []uint8{packet.SYN, packet.SYN | packet.ACK, packet.ACK, packet.FIN | packet.ACK, packet.RST, 0}[r.IntN(6)]
 	case policy.ICMP, policy.ICMPv6:
 		s.ICMP = icmpMessage(r, s)
+	}
+	if peer.Is6() && r.IntN(12) == 0 {
+		neighborDiscovery(r, &s)
 	}
 	if r.IntN(10) == 0 {
 		s.Payload = randomBytes(r, r.IntN(65))
@@ -201,6 +205,29 @@ func icmpMessage(r *rand.Rand, s packet.Spec) packet.ICMP {
 		m.InnerBytes = 28
 	}
 	return m
+}
+
+// neighborDiscovery turns s into an IPv6 neighbour discovery message (rule
+// 6 of the verdict rules) or, half of the time, a near miss of one: hop
+// limit 254, a neighbouring ICMPv6 type, or fewer than 4 bytes of ICMPv6.
+func neighborDiscovery(r *rand.Rand, s *packet.Spec) {
+	s.Protocol = policy.ICMPv6
+	s.HopLimit = 255
+	s.ICMP = packet.ICMP{Type: uint8(133 + r.IntN(4))}
+	s.Payload = randomBytes(r, []int{0, 16, 24}[r.IntN(3)])
+	if r.IntN(2) == 0 {
+		return
+	}
+	switch r.IntN(4) {
+	case 0:
+		s.HopLimit = []uint8{254, 1, 64}[r.IntN(3)]
+	case 1:
+		s.ICMP.Type = []uint8{132, 137, packet.ICMPv6EchoRequest}[r.IntN(3)]
+	case 2:
+		s.Malform.L4Bytes = packet.Int(r.IntN(4))
+	default:
+		s.Malform.L4Bytes = packet.Int(4) // the shortest message rule 6 allows
+	}
 }
 
 // extHeaderChain returns a valid chain of zero to eight IPv6 extension

@@ -128,7 +128,8 @@ func TestPacketsAreInteresting(t *testing.T) {
 		ep.Ingress.Isolated, ep.Egress.Isolated = true, true
 		for i := range 100 {
 			dir := policy.Dir(i % 2)
-			v := policy.Evaluate(ep, dir, policygen.Frame(r, ep, dir))
+			frame := policygen.Frame(r, ep, dir)
+			v := policy.Evaluate(ep, dir, frame)
 			reasons[v.Reason]++
 			p := v.Packet
 			switch {
@@ -147,9 +148,17 @@ func TestPacketsAreInteresting(t *testing.T) {
 			if p.Peer.Is4In6() {
 				features["v4-mapped peer"]++
 			}
+			if p.IsIPv6() && p.Protocol == policy.ICMPv6 && !p.NeighborDiscovery && !p.LaterFragment {
+				switch hopLimit := frame[14+7]; hopLimit {
+				case 255:
+					features["neighbour discovery near miss by type or length"]++
+				case 254, 1:
+					features["neighbour discovery near miss by hop limit"]++
+				}
+			}
 		}
 	}
-	for _, reason := range []policy.Reason{policy.ReasonRule, policy.ReasonNoRule, policy.ReasonARP, policy.ReasonNotIP} {
+	for _, reason := range []policy.Reason{policy.ReasonRule, policy.ReasonNoRule, policy.ReasonARP, policy.ReasonNotIP, policy.ReasonNeighborDiscovery} {
 		if reasons[reason] == 0 {
 			t.Errorf("no packet decided by %v", reason)
 		}
@@ -158,7 +167,8 @@ func TestPacketsAreInteresting(t *testing.T) {
 	if allowed := reasons[policy.ReasonRule]; allowed < n/5 || allowed > n*4/5 {
 		t.Errorf("%d of %d packets allowed by a rule", allowed, n)
 	}
-	for _, want := range []string{"later fragment", "port", "port-less", "extension headers", "v4-mapped peer"} {
+	for _, want := range []string{"later fragment", "port", "port-less", "extension headers", "v4-mapped peer",
+		"neighbour discovery near miss by type or length", "neighbour discovery near miss by hop limit"} {
 		if features[want] == 0 {
 			t.Errorf("no packet with %s", want)
 		}
