@@ -13,7 +13,9 @@
 // port whose longest match decides protocol and port. A policy is replaced
 // by writing the new entries under a fresh id and the new record into the
 // endpoint's spare record, switching the ifindex's reference to it in one
-// 4-byte write, then deleting the old entries. Connection tracking
+// 4-byte write, waiting until no program can still be reading through the
+// old reference (waitForPrograms), then deleting the old entries; the old
+// record becomes the spare only after that wait. Connection tracking
 // (conntrack4 and conntrack6 LRUs, keyed by endpoint and seen from the pod)
 // admits replies and related ICMP errors; entries carry the policy revision
 // they were judged under and are judged again when it changes.
@@ -126,6 +128,10 @@ type Dataplane struct {
 	cfg   Config
 	objs  palisadeObjects
 	clock *jiffyClock
+	// barrier is a one-slot array of maps no program uses: updating it
+	// waits for an RCU grace period (see waitForPrograms).
+	barrier      *ebpf.Map
+	barrierInner *ebpf.Map
 
 	mu         sync.Mutex
 	endpoints  map[int]*endpointRecord
@@ -138,6 +144,7 @@ type Dataplane struct {
 	revision   uint32
 	cidrUsed   int
 	portUsed   int
+	retired    retired
 }
 
 // Open loads the programs and maps, or adopts the maps pinned at
@@ -200,22 +207,62 @@ func Open(cfg Config) (*Dataplane, error) {
 		nextPolicy: 1,
 		nextSet:    1,
 	}
+	if d.barrier, d.barrierInner, err = newBarrier(); err != nil {
+		return nil, err
+	}
 	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinPath}})
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
+		d.closeBarrier()
 		return nil, fmt.Errorf("maps pinned at %s were made with other sizes (Purge to resize): %w", cfg.PinPath, err)
 	}
 	if err != nil {
+		d.closeBarrier()
 		return nil, fmt.Errorf("load programs and maps: %w", err)
 	}
 	if err := d.rebuild(); err != nil {
-		d.objs.Close()
+		d.closeObjects()
 		return nil, fmt.Errorf("read pinned state: %w", err)
 	}
 	if err := d.adoptLinks(); err != nil {
-		d.objs.Close()
+		d.closeObjects()
 		return nil, err
 	}
 	return d, nil
+}
+
+func newBarrier() (outer, inner *ebpf.Map, err error) {
+	innerSpec := &ebpf.MapSpec{Name: "palisade_gp_in", Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1}
+	inner, err = ebpf.NewMap(innerSpec)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create grace period barrier: %w", err)
+	}
+	outer, err = ebpf.NewMap(&ebpf.MapSpec{Name: "palisade_gp", Type: ebpf.ArrayOfMaps, KeySize: 4, ValueSize: 4,
+		MaxEntries: 1, InnerMap: innerSpec})
+	if err != nil {
+		inner.Close()
+		return nil, nil, fmt.Errorf("create grace period barrier: %w", err)
+	}
+	return outer, inner, nil
+}
+
+// waitForPrograms returns once every program run that started before the
+// call has finished, so that none can still hold a value it found through
+// a reference switched before the call. The programs are not sleepable and
+// run under rcu_read_lock; the kernel updates an array of maps from bpf(2)
+// and then calls synchronize_rcu before returning (maybe_wait_bpf_programs).
+func (d *Dataplane) waitForPrograms() error {
+	if err := d.barrier.Update(uint32(0), d.barrierInner, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("wait for running programs: %w", err)
+	}
+	return nil
+}
+
+func (d *Dataplane) closeBarrier() error {
+	return errors.Join(d.barrier.Close(), d.barrierInner.Close())
+}
+
+func (d *Dataplane) closeObjects() error {
+	return errors.Join(d.objs.Close(), d.closeBarrier())
 }
 
 // Close releases the process's handles; pinned maps and links stay and
@@ -223,7 +270,7 @@ func Open(cfg Config) (*Dataplane, error) {
 func (d *Dataplane) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.objs.Close()
+	return d.closeObjects()
 }
 
 // Purge detaches every pinned attachment and removes every pinned object:
@@ -240,7 +287,7 @@ func (d *Dataplane) Purge() error {
 	for _, m := range d.allMaps() {
 		errs = append(errs, m.Unpin())
 	}
-	errs = append(errs, d.objs.Close())
+	errs = append(errs, d.closeObjects())
 	errs = append(errs, os.RemoveAll(d.cfg.PinPath))
 	return errors.Join(errs...)
 }

@@ -100,11 +100,15 @@ func hashEndpoint(ep *policy.Endpoint) uint64 {
 
 // SetPolicy programs ep for the endpoint behind the host-side veth ifindex
 // and returns the revision now enforced. The replacement is atomic: the new
-// rules are written beside the old ones, one update of the endpoint record
-// switches to them, then the old ones are deleted, so a replacement needs
-// room for both at once. On error the previous policy stays; an endpoint
-// that had none is left closed (its isolated directions deny everything).
-// Errors of full maps wrap ErrCapacity.
+// rules are written beside the old ones, one update of the endpoint's
+// reference switches to them, then, once no program can still be reading
+// the old ones (a wait of one RCU grace period, milliseconds), they are
+// deleted, so a replacement needs room for both at once. On error the
+// previous policy stays; an endpoint that had none is left closed (its
+// isolated directions deny everything). The one exception: when the wait
+// itself fails after the switch, the new revision is returned with the
+// error and the old entries are freed by a later call. Errors of full maps
+// wrap ErrCapacity.
 func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -112,6 +116,9 @@ func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) 
 		return 0, fmt.Errorf("set policy: invalid ifindex %d", ifindex)
 	}
 	old := d.endpoints[ifindex]
+	if err := d.settle(); err != nil {
+		return d.failClosed(ifindex, old, policy.Endpoint{Ingress: policy.Direction{Isolated: true}, Egress: policy.Direction{Isolated: true}}, err)
+	}
 	if ep == nil {
 		return d.failClosed(ifindex, old, policy.Endpoint{Ingress: policy.Direction{Isolated: true}, Egress: policy.Direction{Isolated: true}},
 			errors.New("nil endpoint policy"))
@@ -173,12 +180,14 @@ func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) 
 		}
 		return d.failClosed(ifindex, old, *ep, err)
 	}
+	d.endpoints[ifindex] = rec
 	if old != nil {
-		for _, id := range old.value.Policy {
-			d.deletePolicy(id)
+		d.retire(old.value.Policy[:], nil)
+		if err := d.settle(); err != nil {
+			return value.Revision, fmt.Errorf("set policy of ifindex %d: revision %d enforced, but the previous policy's entries are kept until a later update: %w",
+				ifindex, value.Revision, err)
 		}
 	}
-	d.endpoints[ifindex] = rec
 	return value.Revision, nil
 }
 
@@ -210,11 +219,17 @@ func (d *Dataplane) failClosed(ifindex int, old *endpointRecord, ep policy.Endpo
 }
 
 // publish writes value into the endpoint's record not in use and points
-// ifindex at it.
+// ifindex at it. The spare record was in use before the previous switch, so
+// programs that found it then must have finished first.
 func (d *Dataplane) publish(ifindex int, old *endpointRecord, value palisadeEndpoint) (*endpointRecord, error) {
 	index := value.Id * 2
 	if old != nil && old.record == index {
 		index++
+	}
+	if old != nil {
+		if err := d.settle(); err != nil {
+			return nil, err
+		}
 	}
 	if err := d.objs.EndpointRecords.Update(index, &value, ebpf.UpdateAny); err != nil {
 		return nil, fmt.Errorf("endpoint records map: %w", err)
@@ -398,12 +413,57 @@ func (d *Dataplane) RemovePolicy(ifindex int) error {
 		return fmt.Errorf("remove policy of ifindex %d: %w", ifindex, err)
 	}
 	delete(d.endpoints, ifindex)
-	for _, id := range old.value.Policy {
+	d.retire(old.value.Policy[:], []uint32{old.value.Id})
+	if err := d.settle(); err != nil {
+		return fmt.Errorf("remove policy of ifindex %d: removed, but its entries are kept until a later update: %w", ifindex, err)
+	}
+	return nil
+}
+
+// retired is what switched references no longer point to but programs
+// that started before the switch may still read.
+type retired struct {
+	pending  bool // a reference switched since the last wait: spare records are in this state too
+	policies []uint32
+	slots    []uint32
+}
+
+func (d *Dataplane) retire(policies, slots []uint32) {
+	d.retired.pending = true
+	d.retired.policies = append(d.retired.policies, policies...)
+	d.retired.slots = append(d.retired.slots, slots...)
+}
+
+// settle waits for the programs that may still read retired entries, then
+// frees them: their CIDR and port entries, and their endpoint slots with
+// the flows tracked under them.
+func (d *Dataplane) settle() error {
+	if !d.retired.pending {
+		return nil
+	}
+	if err := d.waitForPrograms(); err != nil {
+		return err
+	}
+	for _, id := range d.retired.policies {
 		d.deletePolicy(id)
 	}
-	delete(d.slotsUsed, old.value.Id)
-	_, err := d.forgetEndpointState(map[uint32]bool{old.value.Id: true})
-	return err
+	d.retired.policies, d.retired.pending = nil, false
+	if len(d.retired.slots) == 0 {
+		return nil
+	}
+	slots := map[uint32]bool{}
+	for _, slot := range d.retired.slots {
+		slots[slot] = true
+	}
+	if _, err := d.forgetEndpointState(slots); err != nil {
+		d.retired.pending = true
+		return err
+	}
+	for slot := range slots {
+		delete(d.slotsUsed, slot)
+	}
+	d.retired.slots = nil
+	return nil
 }
 
 // EndpointState describes one programmed endpoint.
@@ -549,8 +609,11 @@ func (d *Dataplane) rebuild() error {
 	}
 	for id := range d.policies {
 		if !inUse[id] {
-			d.deletePolicy(id)
+			d.retire([]uint32{id}, nil)
 		}
+	}
+	if err := d.settle(); err != nil {
+		return err
 	}
 	for _, set := range d.portsetIDs {
 		if set.refs == 0 {

@@ -69,3 +69,78 @@ func TestPolicyReplaceIsAtomic(t *testing.T) {
 		t.Errorf("%d CIDR entries left, want 52: old policies leaked", got)
 	}
 }
+
+// BenchmarkSetPolicy reports the latency of replacing one endpoint's
+// policy (50 CIDRs and a port list) by another.
+func BenchmarkSetPolicy(b *testing.B) {
+	d := newDataplane(b, Config{})
+	ifindex := dummyLink(b)
+	policies := make([]*policy.Endpoint, 2)
+	for p := range policies {
+		ep := &policy.Endpoint{Ingress: policy.Direction{Isolated: true}}
+		for i := range 50 {
+			ep.Ingress.Rules = append(ep.Ingress.Rules, policy.Rule{ID: uint32(i + 1),
+				CIDR:  netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(p), 0, byte(i)}), 32),
+				Ports: []policy.PortRange{{Protocol: policy.TCP, Port: 80}, {Protocol: policy.TCP, Port: 8080 + uint16(p)}}})
+		}
+		policies[p] = ep
+	}
+	for i := 0; b.Loop(); i++ {
+		if _, err := d.SetPolicy(ifindex, policies[i%2]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestRemoveAndReaddIsAtomic removes and re-adds the only endpoint slot's
+// policy while packets flow: a packet both the policy and no policy allow
+// always passes, and the slot and entries of a removal are freed.
+func TestRemoveAndReaddIsAtomic(t *testing.T) {
+	d := newDataplane(t, Config{MaxEndpoints: 1})
+	ifindex := dummyLink(t)
+	if _, err := d.SetPolicy(ifindex, webPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var sent, violations atomic.Int64
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for port := uint16(1024); !stop.Load(); port++ {
+			if ok, err := runFrameErr(d, policy.Ingress, ifindex, tcp(peerIP, podIP, port, 80, packet.SYN)); err != nil || !ok {
+				violations.Add(1)
+			}
+			sent.Add(1)
+		}
+	}()
+	const cycles = 100
+	for range cycles {
+		if err := d.RemovePolicy(ifindex); err != nil {
+			t.Error(err)
+			break
+		}
+		if _, err := d.SetPolicy(ifindex, webPolicy()); err != nil {
+			t.Errorf("re-adding into the freed slot: %v", err)
+			break
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	if v := violations.Load(); v != 0 {
+		t.Errorf("%d of %d allowed packets denied during %d removals", v, sent.Load(), cycles)
+	}
+	t.Logf("%d packets during %d removals", sent.Load(), cycles)
+	if err := d.RemovePolicy(ifindex); err != nil {
+		t.Fatal(err)
+	}
+	occ, err := d.Occupancy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"endpoints", "cidr_rules", "port_rules"} {
+		if got := occ[name].Used; got != 0 {
+			t.Errorf("%d %s entries left after removal", got, name)
+		}
+	}
+}

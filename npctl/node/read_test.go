@@ -192,7 +192,7 @@ func rulesMatchTheCompiledPolicy(t *testing.T, file string) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := node.Canonical(c); !reflect.DeepEqual(got[dir], want) {
+			if want := dataplane.CanonicalTables(c); !reflect.DeepEqual(got[dir], want) {
 				t.Errorf("%s %s: read %+v, compiled %+v", pod, policy.Dir(dir), got[dir], want)
 			}
 			checked++
