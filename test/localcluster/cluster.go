@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -70,6 +71,11 @@ type node struct {
 	pinPath   string
 	flowLog   string
 	apiProxy  io.Closer
+	// agent runs the node's agent, started with agentArgs; agentHealth is
+	// its /readyz address.
+	agent       *process
+	agentArgs   []string
+	agentHealth string
 }
 
 // Cluster is a running local cluster. Close stops and removes everything.
@@ -265,7 +271,8 @@ func (c *Cluster) startAgent(ctx context.Context, n *node) error {
 			return err
 		}
 	}
-	p, err := startProcess("agent "+n.name, filepath.Join(c.WorkDir, "agent-"+n.name+".log"), n.machine, filepath.Join(c.BinDir, "agent"),
+	n.agentHealth = health
+	n.agentArgs = []string{
 		"--kubeconfig", c.ControlPlane.KubeconfigPath,
 		"--node-name", n.name,
 		"--pin-path", n.pinPath,
@@ -273,12 +280,62 @@ func (c *Cluster) startAgent(ctx context.Context, n *node) error {
 		"--metrics-bind-address", metrics,
 		"--health-probe-bind-address", health,
 		"--flow-logs", n.flowLog,
-		"--interface-prefix", n.podPrefix)
+		"--interface-prefix", n.podPrefix,
+	}
+	return c.runAgent(ctx, n)
+}
+
+func (c *Cluster) runAgent(ctx context.Context, n *node) error {
+	p, err := startProcess("agent "+n.name, filepath.Join(c.WorkDir, "agent-"+n.name+".log"), n.machine, filepath.Join(c.BinDir, "agent"), n.agentArgs...)
 	if err != nil {
 		return err
 	}
+	c.mu.Lock()
 	c.processes = append(c.processes, p)
-	return p.waitReady(ctx, health, 60*time.Second)
+	n.agent = p
+	c.mu.Unlock()
+	return p.waitReady(ctx, n.agentHealth, 60*time.Second)
+}
+
+// AgentProcess is the running agent of the node, to signal it.
+func (c *Cluster) AgentProcess(nodeName string) (*os.Process, error) {
+	n, err := c.node(nodeName)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n.agent == nil {
+		return nil, fmt.Errorf("node %s has no agent", nodeName)
+	}
+	return n.agent.cmd.Process, nil
+}
+
+// RestartAgent waits (up to exitTimeout) for the node's agent to exit,
+// killed or crashed, then starts it again with the same flags and pin
+// path and waits for its /readyz. The new agent's log follows the old's.
+func (c *Cluster) RestartAgent(ctx context.Context, nodeName string, exitTimeout time.Duration) error {
+	n, err := c.node(nodeName)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	old := n.agent
+	c.mu.Unlock()
+	if old == nil {
+		return fmt.Errorf("node %s has no agent", nodeName)
+	}
+	select {
+	case <-old.exited:
+	case <-time.After(exitTimeout):
+		return fmt.Errorf("%s still running %v after the restart was asked; stop it first", old.name, exitTimeout)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	c.mu.Lock()
+	c.processes = slices.DeleteFunc(c.processes, func(p *process) bool { return p == old })
+	c.mu.Unlock()
+	return c.runAgent(ctx, n)
 }
 
 // Logs returns the last lines of the controller's and the agents' logs.

@@ -55,8 +55,9 @@ type process struct {
 }
 
 // startProcess starts binary inside machine's namespace (nil: this one).
+// The log is appended to, so a restarted process follows its predecessor.
 func startProcess(name, logPath string, machine *podnet.Node, binary string, args ...string) (*process, error) {
-	logFile, err := os.Create(logPath)
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
