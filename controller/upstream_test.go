@@ -3,6 +3,8 @@ package controller
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -11,11 +13,18 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/palisade-net/palisade/api/v1alpha1"
 	"github.com/palisade-net/palisade/controller/compile"
-	"github.com/palisade-net/palisade/controller/internal/netpolcases"
+	"github.com/palisade-net/palisade/npctl/manifest"
+	"github.com/palisade-net/palisade/npctl/probe"
+	"github.com/palisade-net/palisade/npctl/simulate"
+	"github.com/palisade-net/palisade/test/netpolcases"
+	"github.com/palisade-net/palisade/test/reachability"
 )
 
 // assemble turns chunk sets into one object each, as an agent sees them.
@@ -62,52 +71,61 @@ func listModelObjects(t testing.TB, c client.Client) []v1alpha1.PolicyEndpoint {
 	return all
 }
 
-// TestUpstreamScenariosOnAPIServer runs every upstream e2e scenario through
-// the apiserver and the controller: it waits until the PolicyEndpoints
-// written equal the pure compilation of the same objects, then checks the
-// reachability they give against the scenario's hand-written matrix.
+// TestUpstreamScenariosOnAPIServer runs every step of the 48 upstream e2e
+// cases of test/netpolcases (SCTP included) through the apiserver and the
+// controller: after each step it waits until the PolicyEndpoints written
+// equal the pure compilation of what the apiserver holds, then judges each
+// expected matrix through the agent's path on the objects written.
 func TestUpstreamScenariosOnAPIServer(t *testing.T) {
 	c, _ := startController(t)
-	ctx := context.Background()
-	for _, ns := range netpolcases.Namespaces() {
-		create(t, c, &ns)
-		t.Cleanup(func() { _ = c.Delete(context.Background(), &ns) })
-	}
-	for _, p := range netpolcases.World() {
-		status := p.Status
-		create(t, c, &p)
-		p.Status = status
-		if err := c.Status().Update(ctx, &p); err != nil {
-			t.Fatal(err)
+	ips := map[string]netip.Addr{}
+	for i, ns := range netpolcases.Namespaces {
+		create(t, c, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: netpolcases.NamespaceLabels(ns)}})
+		for j, name := range netpolcases.PodNames {
+			ip := netip.AddrFrom4([4]byte{10, 244, byte(128 + i), byte(10 + j)})
+			ips[ns+"/"+name] = ip
+			createPod(t, c, podSpec{ns: ns, name: name, labels: netpolcases.PodLabels(ns + "/" + name),
+				node: fmt.Sprintf("node%d", (i*3+j)%2), ports: upstreamContainerPorts(), ips: []string{ip.String()}})
 		}
 	}
-	for _, tc := range netpolcases.Cases() {
-		t.Run(fmt.Sprintf("%02d %s", tc.ID, tc.Name), func(t *testing.T) {
-			for _, np := range tc.Policies {
-				create(t, c, np.DeepCopy())
-				t.Cleanup(func() { _ = c.Delete(context.Background(), np.DeepCopy()) })
-			}
-			want := renderAll(assemble(t, compileCluster(t, c)))
-			var got []v1alpha1.PolicyEndpoint
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				got = assemble(t, listModelObjects(t, c))
-				if renderAll(got) == want {
-					break
+	t.Cleanup(func() {
+		for _, ns := range netpolcases.Namespaces {
+			_ = c.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+		}
+	})
+	cases, checks := 0, 0
+	for _, tc := range netpolcases.All() {
+		cases++
+		t.Run(fmt.Sprintf("%02d-%s", tc.Number, tc.Context), func(t *testing.T) {
+			resetUpstreamLabels(t, c)
+			t.Cleanup(func() { deleteUpstreamPolicies(t, c) })
+			for s, step := range tc.Steps(func(pod string) netip.Addr { return ips[pod] }) {
+				for _, a := range step.Actions {
+					applyUpstreamAction(t, c, a)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("objects never matched the compilation:\ngot\n%s\nwant\n%s", renderAll(got), want)
+				if len(step.Checks) == 0 {
+					continue
 				}
-				time.Sleep(10 * time.Millisecond)
-			}
-			netpolcases.CheckReachability(t, got, tc.Probes, tc.Expect)
-
-			for _, np := range tc.Policies {
-				if err := c.Delete(ctx, np.DeepCopy()); err != nil {
+				got := waitForCompilation(t, c)
+				objs := listUpstreamCluster(t, c)
+				model, err := simulate.Assemble(objs, got, nil)
+				if err != nil {
 					t.Fatal(err)
 				}
+				for _, check := range step.Checks {
+					observed := observeUpstream(t, model, objs, check)
+					diffs, err := check.Expected.Differences(observed)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(diffs) > 0 {
+						t.Errorf("step %d, %s/%d:\n%s", s+1, check.Protocol, check.Port, reachability.Compare(tc.Name, check.Expected, observed))
+					}
+					checks++
+				}
 			}
-			deadline = time.Now().Add(30 * time.Second)
+			deleteUpstreamPolicies(t, c)
+			deadline := time.Now().Add(30 * time.Second)
 			for len(listModelObjects(t, c)) > 0 {
 				if time.Now().After(deadline) {
 					t.Fatalf("objects of deleted policies remain")
@@ -116,6 +134,156 @@ func TestUpstreamScenariosOnAPIServer(t *testing.T) {
 			}
 		})
 	}
+	if cases != 48 || checks < 48 {
+		t.Errorf("%d cases, %d checks: want 48 cases and at least 48 checks", cases, checks)
+	}
+	t.Logf("%d cases, %d matrices checked", cases, checks)
+}
+
+func upstreamContainerPorts() []corev1.ContainerPort {
+	var ports []corev1.ContainerPort
+	for _, port := range netpolcases.Ports {
+		for _, protocol := range netpolcases.Protocols {
+			ports = append(ports, corev1.ContainerPort{Name: netpolcases.ContainerPortName(port, protocol), ContainerPort: port, Protocol: protocol})
+		}
+	}
+	return ports
+}
+
+// resetUpstreamLabels gives namespaces and pods the labels every case
+// starts from (the apiserver keeps kubernetes.io/metadata.name).
+func resetUpstreamLabels(t testing.TB, c client.Client) {
+	t.Helper()
+	for _, ns := range netpolcases.Namespaces {
+		updateObject(t, c, &corev1.Namespace{}, types.NamespacedName{Name: ns}, func(o client.Object) {
+			l := netpolcases.NamespaceLabels(ns)
+			l[corev1.LabelMetadataName] = ns
+			o.SetLabels(l)
+		})
+		for _, name := range netpolcases.PodNames {
+			updateObject(t, c, &corev1.Pod{}, types.NamespacedName{Namespace: ns, Name: name}, func(o client.Object) {
+				o.SetLabels(netpolcases.PodLabels(ns + "/" + name))
+			})
+		}
+	}
+}
+
+// updateObject reads obj, changes it and writes it back, retrying on
+// conflicts.
+func updateObject(t testing.TB, c client.Client, obj client.Object, key types.NamespacedName, change func(client.Object)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := c.Get(context.Background(), key, obj); err != nil {
+			return err
+		}
+		change(obj)
+		return c.Update(context.Background(), obj)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func applyUpstreamAction(t testing.TB, c client.Client, a netpolcases.Action) {
+	t.Helper()
+	switch {
+	case a.CreatePolicy != nil:
+		create(t, c, a.CreatePolicy.DeepCopy())
+	case a.UpdatePolicy != nil:
+		updateObject(t, c, &networkingv1.NetworkPolicy{}, types.NamespacedName{Namespace: a.UpdatePolicy.Namespace, Name: a.UpdatePolicy.Name},
+			func(o client.Object) { o.(*networkingv1.NetworkPolicy).Spec = *a.UpdatePolicy.Spec.DeepCopy() })
+	case a.DeleteAllPolicies:
+		deleteUpstreamPolicies(t, c)
+	case a.NamespaceLabel != nil:
+		updateObject(t, c, &corev1.Namespace{}, types.NamespacedName{Name: a.NamespaceLabel.Namespace}, func(o client.Object) {
+			l := o.GetLabels()
+			l[a.NamespaceLabel.Key] = a.NamespaceLabel.Value
+			o.SetLabels(l)
+		})
+	case a.PodLabels != nil:
+		updateObject(t, c, &corev1.Pod{}, types.NamespacedName{Namespace: reachability.Namespace(a.PodLabels.Pod), Name: reachability.Name(a.PodLabels.Pod)},
+			func(o client.Object) {
+				l := o.GetLabels()
+				maps.Copy(l, a.PodLabels.Labels)
+				o.SetLabels(l)
+			})
+	default:
+		t.Fatalf("unknown action %+v", a)
+	}
+}
+
+func deleteUpstreamPolicies(t testing.TB, c client.Client) {
+	t.Helper()
+	for _, ns := range netpolcases.Namespaces {
+		if err := c.DeleteAllOf(context.Background(), &networkingv1.NetworkPolicy{}, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// waitForCompilation waits until the PolicyEndpoints the controller wrote
+// equal the pure compilation of what the apiserver holds, and returns them.
+func waitForCompilation(t testing.TB, c client.Client) []v1alpha1.PolicyEndpoint {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		want := renderAll(assemble(t, compileCluster(t, c)))
+		written := listModelObjects(t, c)
+		if renderAll(assemble(t, written)) == want {
+			return written
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("objects never matched the compilation:\ngot\n%s\nwant\n%s", renderAll(assemble(t, written)), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// listUpstreamCluster reads the namespaces, pods and policies of x, y, z.
+func listUpstreamCluster(t testing.TB, c client.Client) *manifest.Objects {
+	t.Helper()
+	objs := &manifest.Objects{}
+	for _, ns := range netpolcases.Namespaces {
+		var namespace corev1.Namespace
+		var pods corev1.PodList
+		var policies networkingv1.NetworkPolicyList
+		if err := c.Get(context.Background(), types.NamespacedName{Name: ns}, &namespace); err != nil {
+			t.Fatal(err)
+		}
+		for _, list := range []client.ObjectList{&pods, &policies} {
+			if err := c.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		objs.Namespaces = append(objs.Namespaces, namespace)
+		objs.Pods = append(objs.Pods, pods.Items...)
+		objs.NetworkPolicies = append(objs.NetworkPolicies, policies.Items...)
+	}
+	return objs
+}
+
+// observeUpstream judges a check's matrix with the agent's per-pod
+// policy (model) and the reference evaluator.
+func observeUpstream(t testing.TB, model *simulate.Model, objs *manifest.Objects, check netpolcases.Check) *reachability.Matrix {
+	t.Helper()
+	if len(model.Waiting) > 0 {
+		t.Fatalf("incomplete chunk sets: %v", model.Waiting)
+	}
+	pods := check.Expected.Pods()
+	port := probe.Port{Protocol: check.Protocol, Port: uint16(check.Port)}
+	probes, err := probe.Plan(objs, probe.Options{From: pods, To: pods, Ports: []probe.Port{port}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	outcomes, err := model.Run(simulate.Reference{}, probes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	observed := reachability.New(pods, false)
+	for _, o := range outcomes {
+		observed.Set(o.From.String(), o.To.String(), o.Allowed)
+	}
+	return observed
 }
 
 // compileCluster compiles everything the apiserver holds with the pure
