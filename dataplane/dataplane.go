@@ -12,10 +12,11 @@
 // else names a port set of port_rules, an LPM trie keyed by port set and
 // port whose longest match decides protocol and port. A policy is replaced
 // by writing the new entries under a fresh id and the new record into the
-// endpoint's spare record, switching the ifindex's reference to it in one
-// 4-byte write, waiting until no program can still be reading through the
-// old reference (waitForPrograms), then deleting the old entries; the old
-// record becomes the spare only after that wait. Connection tracking
+// endpoint's spare record and switching the ifindex's reference to it in one
+// 4-byte write. The old entries are retired: a background goroutine waits
+// until no program can still be reading through an old reference
+// (waitForPrograms), once for everything retired so far, then deletes
+// them; the old record is written again only after such a wait. Connection tracking
 // (conntrack4 and conntrack6 LRUs, keyed by endpoint and seen from the pod)
 // admits replies and related ICMP errors; entries carry the policy revision
 // they were judged under and are judged again when it changes.
@@ -145,6 +146,13 @@ type Dataplane struct {
 	cidrUsed   int
 	portUsed   int
 	retired    retired
+	grace      graceEpochs
+
+	freerWake chan struct{} // retire signals the freeing goroutine
+	freerStop chan struct{}
+	freerDone chan struct{}
+	stopOnce  sync.Once
+	closed    bool
 }
 
 // Open loads the programs and maps, or adopts the maps pinned at
@@ -227,6 +235,10 @@ func Open(cfg Config) (*Dataplane, error) {
 		d.closeObjects()
 		return nil, err
 	}
+	d.freerWake = make(chan struct{}, 1)
+	d.freerStop = make(chan struct{})
+	d.freerDone = make(chan struct{})
+	go d.freeRetiredInBackground()
 	return d, nil
 }
 
@@ -265,20 +277,40 @@ func (d *Dataplane) closeObjects() error {
 	return errors.Join(d.objs.Close(), d.closeBarrier())
 }
 
-// Close releases the process's handles; pinned maps and links stay and
-// keep enforcing.
+// Close frees the entries earlier updates retired, then releases the
+// process's handles; pinned maps and links stay and keep enforcing.
 func (d *Dataplane) Close() error {
+	d.stopFreeing()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.closeObjects()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	return errors.Join(d.flush(), d.closeObjects())
+}
+
+// stopFreeing stops the freeing goroutine, if it runs.
+func (d *Dataplane) stopFreeing() {
+	if d.freerStop == nil {
+		return
+	}
+	d.stopOnce.Do(func() {
+		close(d.freerStop)
+		<-d.freerDone
+	})
 }
 
 // Purge detaches every pinned attachment and removes every pinned object:
 // nothing is enforced afterwards. The Dataplane is closed.
 func (d *Dataplane) Purge() error {
+	d.stopFreeing()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var errs []error
+	if !d.closed {
+		errs = append(errs, d.flush())
+	}
 	ifindexes, err := d.pinnedLinkIfindexes()
 	errs = append(errs, err)
 	for _, ifindex := range ifindexes {
@@ -287,7 +319,10 @@ func (d *Dataplane) Purge() error {
 	for _, m := range d.allMaps() {
 		errs = append(errs, m.Unpin())
 	}
-	errs = append(errs, d.closeObjects())
+	if !d.closed {
+		errs = append(errs, d.closeObjects())
+		d.closed = true
+	}
 	errs = append(errs, os.RemoveAll(d.cfg.PinPath))
 	return errors.Join(errs...)
 }

@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -22,6 +23,9 @@ type endpointRecord struct {
 	value palisadeEndpoint
 	// index of the live record in endpoint_records: value.Id*2 or value.Id*2+1
 	record uint32
+	// spareMark is grace.started when the reference switched away from
+	// the other record: it may be written once a later wait completed.
+	spareMark uint64
 }
 
 // policyRecord is the CIDR table of one direction of one endpoint.
@@ -101,14 +105,15 @@ func hashEndpoint(ep *policy.Endpoint) uint64 {
 // SetPolicy programs ep for the endpoint behind the host-side veth ifindex
 // and returns the revision now enforced. The replacement is atomic: the new
 // rules are written beside the old ones, one update of the endpoint's
-// reference switches to them, then, once no program can still be reading
-// the old ones (a wait of one RCU grace period, milliseconds), they are
-// deleted, so a replacement needs room for both at once. On error the
-// previous policy stays; an endpoint that had none is left closed (its
-// isolated directions deny everything). The one exception: when the wait
-// itself fails after the switch, the new revision is returned with the
-// error and the old entries are freed by a later call. Errors of full maps
-// wrap ErrCapacity.
+// reference switches to them, and the old ones are retired: they still
+// count against capacity until a background wait (one RCU grace period,
+// milliseconds, shared by everything retired meanwhile) lets them be
+// deleted. A replacement needs room for both at once; when a map is full
+// and entries are retired, SetPolicy waits for them to be freed and tries
+// again. Updating the same endpoint again before a grace period has passed
+// since its previous update waits for one. On error the previous policy
+// stays; an endpoint that had none is left closed (its isolated directions
+// deny everything). Errors of full maps wrap ErrCapacity.
 func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -116,9 +121,6 @@ func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) 
 		return 0, fmt.Errorf("set policy: invalid ifindex %d", ifindex)
 	}
 	old := d.endpoints[ifindex]
-	if err := d.settle(); err != nil {
-		return d.failClosed(ifindex, old, policy.Endpoint{Ingress: policy.Direction{Isolated: true}, Egress: policy.Direction{Isolated: true}}, err)
-	}
 	if ep == nil {
 		return d.failClosed(ifindex, old, policy.Endpoint{Ingress: policy.Direction{Isolated: true}, Egress: policy.Direction{Isolated: true}},
 			errors.New("nil endpoint policy"))
@@ -165,6 +167,10 @@ func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) 
 	}
 	if old == nil {
 		if err := d.resetCounters(slot); err != nil {
+			for _, id := range written {
+				d.deletePolicy(id)
+			}
+			delete(d.slotsUsed, slot)
 			return 0, err
 		}
 	}
@@ -183,10 +189,6 @@ func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) 
 	d.endpoints[ifindex] = rec
 	if old != nil {
 		d.retire(old.value.Policy[:], nil)
-		if err := d.settle(); err != nil {
-			return value.Revision, fmt.Errorf("set policy of ifindex %d: revision %d enforced, but the previous policy's entries are kept until a later update: %w",
-				ifindex, value.Revision, err)
-		}
 	}
 	return value.Revision, nil
 }
@@ -220,14 +222,15 @@ func (d *Dataplane) failClosed(ifindex int, old *endpointRecord, ep policy.Endpo
 
 // publish writes value into the endpoint's record not in use and points
 // ifindex at it. The spare record was in use before the previous switch, so
-// programs that found it then must have finished first.
+// programs that found it then must have finished first. A new endpoint's
+// slot was freed only after such a wait.
 func (d *Dataplane) publish(ifindex int, old *endpointRecord, value palisadeEndpoint) (*endpointRecord, error) {
 	index := value.Id * 2
 	if old != nil && old.record == index {
 		index++
 	}
-	if old != nil {
-		if err := d.settle(); err != nil {
+	if old != nil && !d.grace.covers(old.spareMark) {
+		if err := d.waitHoldingLock(); err != nil {
 			return nil, err
 		}
 	}
@@ -237,7 +240,7 @@ func (d *Dataplane) publish(ifindex int, old *endpointRecord, value palisadeEndp
 	if err := d.setEndpointRef(ifindex, index+1); err != nil {
 		return nil, err
 	}
-	return &endpointRecord{value: value, record: index}, nil
+	return &endpointRecord{value: value, record: index, spareMark: d.grace.started}, nil
 }
 
 // setEndpointRef points ifindex at record ref-1, or at none when ref is 0.
@@ -265,10 +268,18 @@ func (d *Dataplane) slotFor(old *endpointRecord) (uint32, error) {
 	if old != nil {
 		return old.value.Id, nil
 	}
-	for slot := uint32(0); slot < uint32(d.cfg.MaxEndpoints); slot++ {
-		if !d.slotsUsed[slot] {
-			d.slotsUsed[slot] = true
-			return slot, nil
+	for attempt := 0; attempt < 2; attempt++ {
+		for slot := uint32(0); slot < uint32(d.cfg.MaxEndpoints); slot++ {
+			if !d.slotsUsed[slot] {
+				d.slotsUsed[slot] = true
+				return slot, nil
+			}
+		}
+		if attempt > 0 || len(d.retired.slots) == 0 {
+			break
+		}
+		if err := d.flush(); err != nil {
+			return 0, fmt.Errorf("%w: all %d endpoint slots in use, freeing retired ones failed: %v", ErrCapacity, d.cfg.MaxEndpoints, err)
 		}
 	}
 	return 0, fmt.Errorf("%w: all %d endpoint slots in use", ErrCapacity, d.cfg.MaxEndpoints)
@@ -286,6 +297,9 @@ func (d *Dataplane) resetCounters(slot uint32) error {
 
 // writePolicy writes the tables of c under a fresh policy id.
 func (d *Dataplane) writePolicy(c *compile.Direction) (uint32, error) {
+	if len(c.CIDRs) > d.cfg.RuleCapacity-d.cidrUsed {
+		d.flushForRoom()
+	}
 	if free := d.cfg.RuleCapacity - d.cidrUsed; len(c.CIDRs) > free {
 		return 0, fmt.Errorf("%w: %d CIDR entries needed, %d of %d free", ErrCapacity, len(c.CIDRs), free, d.cfg.RuleCapacity)
 	}
@@ -348,6 +362,9 @@ func (d *Dataplane) internPortset(s *compile.Portset) (*portsetRecord, error) {
 	if set := d.portsets[text]; set != nil {
 		set.refs++
 		return set, nil
+	}
+	if len(keys) > d.cfg.PortRuleCapacity-d.portUsed {
+		d.flushForRoom()
 	}
 	if free := d.cfg.PortRuleCapacity - d.portUsed; len(keys) > free {
 		return nil, fmt.Errorf("%w: %d port entries needed, %d of %d free", ErrCapacity, len(keys), free, d.cfg.PortRuleCapacity)
@@ -414,56 +431,170 @@ func (d *Dataplane) RemovePolicy(ifindex int) error {
 	}
 	delete(d.endpoints, ifindex)
 	d.retire(old.value.Policy[:], []uint32{old.value.Id})
-	if err := d.settle(); err != nil {
-		return fmt.Errorf("remove policy of ifindex %d: removed, but its entries are kept until a later update: %w", ifindex, err)
-	}
 	return nil
 }
 
 // retired is what switched references no longer point to but programs
-// that started before the switch may still read.
+// that started before the switch may still read. It stays allocated (and
+// counted) until a wait that began after its retirement has completed.
 type retired struct {
-	pending  bool // a reference switched since the last wait: spare records are in this state too
-	policies []uint32
-	slots    []uint32
+	policies []retiredItem
+	slots    []retiredItem
 }
+
+// retiredItem is a policy id or endpoint slot, with grace.started when it
+// was retired.
+type retiredItem struct {
+	id   uint32
+	mark uint64
+}
+
+// graceEpochs numbers the waits for running programs: started counts the
+// waits begun, completed is the highest number of one that finished.
+type graceEpochs struct {
+	started, completed uint64
+}
+
+// covers reports whether a wait numbered above mark has finished, so that
+// every program running when grace.started was mark is done.
+func (g graceEpochs) covers(mark uint64) bool { return g.completed > mark }
 
 func (d *Dataplane) retire(policies, slots []uint32) {
-	d.retired.pending = true
-	d.retired.policies = append(d.retired.policies, policies...)
-	d.retired.slots = append(d.retired.slots, slots...)
+	for _, id := range policies {
+		if id != 0 {
+			d.retired.policies = append(d.retired.policies, retiredItem{id, d.grace.started})
+		}
+	}
+	for _, slot := range slots {
+		d.retired.slots = append(d.retired.slots, retiredItem{slot, d.grace.started})
+	}
+	select {
+	case d.freerWake <- struct{}{}:
+	default:
+	}
 }
 
-// settle waits for the programs that may still read retired entries, then
-// frees them: their CIDR and port entries, and their endpoint slots with
-// the flows tracked under them.
-func (d *Dataplane) settle() error {
-	if !d.retired.pending {
-		return nil
-	}
+func (d *Dataplane) hasRetired() bool {
+	return len(d.retired.policies)+len(d.retired.slots) > 0
+}
+
+// waitHoldingLock waits for running programs while holding d.mu; for the
+// rare paths that cannot proceed without it.
+func (d *Dataplane) waitHoldingLock() error {
+	d.grace.started++
+	mark := d.grace.started
 	if err := d.waitForPrograms(); err != nil {
 		return err
 	}
-	for _, id := range d.retired.policies {
-		d.deletePolicy(id)
+	d.grace.completed = max(d.grace.completed, mark)
+	return nil
+}
+
+// flush waits once and frees everything retired.
+func (d *Dataplane) flush() error {
+	if err := d.waitHoldingLock(); err != nil {
+		return err
 	}
-	d.retired.policies, d.retired.pending = nil, false
-	if len(d.retired.slots) == 0 {
+	return d.freeCovered()
+}
+
+// flushForRoom frees retired entries when there are any, before a
+// capacity check; a failure leaves the check to report the full map.
+func (d *Dataplane) flushForRoom() {
+	if d.hasRetired() {
+		_ = d.flush()
+	}
+}
+
+// freeCovered frees the retired items a completed wait covers: their CIDR
+// and port entries, and their endpoint slots with the flows tracked under
+// them.
+func (d *Dataplane) freeCovered() error {
+	keep := d.retired.policies[:0]
+	for _, p := range d.retired.policies {
+		if d.grace.covers(p.mark) {
+			d.deletePolicy(p.id)
+		} else {
+			keep = append(keep, p)
+		}
+	}
+	d.retired.policies = keep
+	slots := map[uint32]bool{}
+	var later []retiredItem
+	for _, s := range d.retired.slots {
+		if d.grace.covers(s.mark) {
+			slots[s.id] = true
+		} else {
+			later = append(later, s)
+		}
+	}
+	if len(slots) == 0 {
 		return nil
 	}
-	slots := map[uint32]bool{}
-	for _, slot := range d.retired.slots {
-		slots[slot] = true
-	}
 	if _, err := d.forgetEndpointState(slots); err != nil {
-		d.retired.pending = true
-		return err
+		return fmt.Errorf("forget flows of freed endpoint slots: %w", err)
 	}
 	for slot := range slots {
 		delete(d.slotsUsed, slot)
 	}
-	d.retired.slots = nil
+	d.retired.slots = later
 	return nil
+}
+
+// retryFreeingAfter paces the freeing goroutine after a failed wait or free.
+const retryFreeingAfter = 100 * time.Millisecond
+
+// freeRetiredInBackground frees retired items until Close or Purge: one
+// wait serves everything retired before it began.
+func (d *Dataplane) freeRetiredInBackground() {
+	defer close(d.freerDone)
+	for {
+		select {
+		case <-d.freerStop:
+			return
+		case <-d.freerWake:
+		}
+		for {
+			more, err := d.freeRetiredOnce()
+			if !more {
+				break
+			}
+			if err != nil {
+				select {
+				case <-d.freerStop:
+					return
+				case <-time.After(retryFreeingAfter):
+				}
+				continue
+			}
+			select {
+			case <-d.freerStop:
+				return
+			default:
+			}
+		}
+	}
+}
+
+// freeRetiredOnce waits, without holding d.mu, for the programs that may
+// read what is retired now, frees it, and reports whether more is retired.
+func (d *Dataplane) freeRetiredOnce() (more bool, err error) {
+	d.mu.Lock()
+	if !d.hasRetired() {
+		d.mu.Unlock()
+		return false, nil
+	}
+	d.grace.started++
+	mark := d.grace.started
+	d.mu.Unlock()
+	waitErr := d.waitForPrograms()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if waitErr == nil {
+		d.grace.completed = max(d.grace.completed, mark)
+	}
+	freeErr := d.freeCovered()
+	return d.hasRetired(), errors.Join(waitErr, freeErr)
 }
 
 // EndpointState describes one programmed endpoint.
@@ -612,7 +743,8 @@ func (d *Dataplane) rebuild() error {
 			d.retire([]uint32{id}, nil)
 		}
 	}
-	if err := d.settle(); err != nil {
+	// Also covers the spare records the previous process switched away from.
+	if err := d.flush(); err != nil {
 		return err
 	}
 	for _, set := range d.portsetIDs {

@@ -1,10 +1,16 @@
 package dataplane
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/palisade-net/palisade/policy"
 	"github.com/palisade-net/palisade/policy/packet"
@@ -60,21 +66,61 @@ func TestPolicyReplaceIsAtomic(t *testing.T) {
 		t.Errorf("%d of %d packets judged against both policies during 300 replacements", v, sent.Load())
 	}
 	t.Logf("%d packets during 300 replacements", sent.Load())
-	occ, err := d.Occupancy()
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The last policy (policies[0]: 2 entries for rule 1 and its except, 50 hosts) alone remains.
-	if got := occ["cidr_rules"].Used; got != 52 {
-		t.Errorf("%d CIDR entries left, want 52: old policies leaked", got)
+	waitForUsage(t, d, "cidr_rules", 52)
+}
+
+// waitForUsage waits until the background freeing brings map name to want
+// entries, failing the test after two seconds.
+func waitForUsage(t *testing.T, d *Dataplane, name string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		occ, err := d.Occupancy()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := occ[name].Used
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d %s entries used two seconds after the last update, want %d: retired entries leaked", got, name, want)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
-// BenchmarkSetPolicy reports the latency of replacing one endpoint's
-// policy (50 CIDRs and a port list) by another.
+// BenchmarkSetPolicy reports the latency of replacing an endpoint's policy
+// (50 CIDRs and a port list) by another: the same endpoint back to back
+// (each update waits for the grace period of the previous one), and 100
+// endpoints in turn, as an agent reprogramming a node's pods does.
 func BenchmarkSetPolicy(b *testing.B) {
-	d := newDataplane(b, Config{})
-	ifindex := dummyLink(b)
+	policies := benchPolicies()
+	for _, endpoints := range []int{1, 100} {
+		b.Run(fmt.Sprintf("endpoints=%d", endpoints), func(b *testing.B) {
+			d := newDataplane(b, Config{})
+			ifindexes := make([]int, endpoints)
+			for i := range ifindexes {
+				ifindexes[i] = dummyLink(b)
+				if _, err := d.SetPolicy(ifindexes[i], policies[1]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			for i := 0; b.Loop(); i++ {
+				if _, err := d.SetPolicy(ifindexes[i%endpoints], policies[(i/endpoints)%2]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			d.mu.Lock()
+			waits := d.grace.started
+			d.mu.Unlock()
+			b.ReportMetric(float64(waits)/float64(b.N), "grace-waits/op")
+		})
+	}
+}
+
+func benchPolicies() []*policy.Endpoint {
 	policies := make([]*policy.Endpoint, 2)
 	for p := range policies {
 		ep := &policy.Endpoint{Ingress: policy.Direction{Isolated: true}}
@@ -85,11 +131,7 @@ func BenchmarkSetPolicy(b *testing.B) {
 		}
 		policies[p] = ep
 	}
-	for i := 0; b.Loop(); i++ {
-		if _, err := d.SetPolicy(ifindex, policies[i%2]); err != nil {
-			b.Fatal(err)
-		}
-	}
+	return policies
 }
 
 // TestRemoveAndReaddIsAtomic removes and re-adds the only endpoint slot's
@@ -134,13 +176,115 @@ func TestRemoveAndReaddIsAtomic(t *testing.T) {
 	if err := d.RemovePolicy(ifindex); err != nil {
 		t.Fatal(err)
 	}
+	for _, name := range []string{"endpoints", "cidr_rules", "port_rules"} {
+		waitForUsage(t, d, name, 0)
+	}
+	d.mu.Lock()
+	slots := len(d.slotsUsed)
+	d.mu.Unlock()
+	if slots != 0 {
+		t.Errorf("%d endpoint slots still used after removal", slots)
+	}
+}
+
+// hostsPolicy isolates ingress and allows n /32 peers from 10.first.x.y:
+// n CIDR entries.
+func hostsPolicy(first byte, n int) *policy.Endpoint {
+	ep := &policy.Endpoint{Ingress: policy.Direction{Isolated: true}}
+	for i := range n {
+		ep.Ingress.Rules = append(ep.Ingress.Rules, policy.Rule{ID: uint32(i + 1),
+			CIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, first, byte(i >> 8), byte(i)}), 32)})
+	}
+	return ep
+}
+
+func cidrRulesUsed(t *testing.T, d *Dataplane) int {
+	t.Helper()
 	occ, err := d.Occupancy()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"endpoints", "cidr_rules", "port_rules"} {
-		if got := occ[name].Used; got != 0 {
-			t.Errorf("%d %s entries left after removal", got, name)
+	return occ["cidr_rules"].Used
+}
+
+// TestRetiredEntriesFreedInBackground: a replaced policy's entries count
+// until the background wait frees them, without another update.
+func TestRetiredEntriesFreedInBackground(t *testing.T) {
+	d := newDataplane(t, Config{RuleCapacity: 100})
+	ifindex := dummyLink(t)
+	for _, ep := range []*policy.Endpoint{hostsPolicy(1, 60), hostsPolicy(2, 10)} {
+		if _, err := d.SetPolicy(ifindex, ep); err != nil {
+			t.Fatal(err)
 		}
+	}
+	waitForUsage(t, d, "cidr_rules", 10)
+	if _, err := d.SetPolicy(ifindex, hostsPolicy(3, 60)); err != nil {
+		t.Fatalf("60 entries beside 10 in a map of 100: %v", err)
+	}
+	waitForUsage(t, d, "cidr_rules", 60)
+}
+
+// TestCapacityWaitsForRetiredEntries: with the background freeing stopped,
+// retired entries stay counted, and an update that needs their room frees
+// them itself instead of failing; one that cannot fit still fails.
+func TestCapacityWaitsForRetiredEntries(t *testing.T) {
+	d := newDataplane(t, Config{RuleCapacity: 100})
+	d.stopFreeing()
+	ifindex := dummyLink(t)
+	for _, ep := range []*policy.Endpoint{hostsPolicy(1, 60), hostsPolicy(2, 10)} {
+		if _, err := d.SetPolicy(ifindex, ep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := cidrRulesUsed(t, d); got != 70 {
+		t.Fatalf("%d CIDR entries used, want 70: the 60 retired ones count until freed", got)
+	}
+	if _, err := d.SetPolicy(ifindex, hostsPolicy(3, 60)); err != nil {
+		t.Fatalf("60 entries needing the retired ones' room: %v", err)
+	}
+	if got := cidrRulesUsed(t, d); got != 70 {
+		t.Fatalf("%d CIDR entries used, want 70 (60 live, 10 retired)", got)
+	}
+	if _, err := d.SetPolicy(ifindex, hostsPolicy(4, 50)); !errors.Is(err, ErrCapacity) {
+		t.Fatalf("50 entries beside 60 live in a map of 100: err %v, want ErrCapacity", err)
+	}
+}
+
+// TestCloseFreesRetiredEntries: entries retired but not yet freed are
+// deleted by Close; the pinned CIDR table then holds the live policy only.
+func TestCloseFreesRetiredEntries(t *testing.T) {
+	d := newDataplane(t, Config{})
+	d.stopFreeing()
+	ifindex := dummyLink(t)
+	for _, ep := range []*policy.Endpoint{hostsPolicy(1, 60), hostsPolicy(2, 10)} {
+		if _, err := d.SetPolicy(ifindex, ep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := cidrRulesUsed(t, d); got != 70 {
+		t.Fatalf("%d CIDR entries used before Close, want 70 (60 retired)", got)
+	}
+	live := d.endpoints[ifindex].value.Policy[policy.Ingress]
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	pinned, err := ebpf.LoadPinnedMap(filepath.Join(d.cfg.PinPath, palisadeMapCidrRules), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pinned.Close()
+	entries := 0
+	err = walkCIDRRules(pinned, func(k palisadeCidrKey, _ palisadeCidrValue) error {
+		entries++
+		if id := cidrKeyPolicy(k); id != live {
+			return fmt.Errorf("entry of policy %d left after Close, live policy is %d", id, live)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if entries != 10 {
+		t.Errorf("%d CIDR entries pinned after Close, want the live policy's 10", entries)
 	}
 }
