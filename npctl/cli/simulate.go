@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sort"
@@ -87,21 +88,9 @@ container port the destination declares.`,
 			if err != nil {
 				return err
 			}
-			engine, err := openEngine(engineName, streams.Err)
+			outcomes, err := judgeAll(cmd.Context(), engineName, streams.Err, probes, model.Judge)
 			if err != nil {
 				return err
-			}
-			defer closeEngine(engine, streams.Err)
-			outcomes := make([]simulate.Outcome, 0, len(probes))
-			for _, p := range probes {
-				if err := cmd.Context().Err(); err != nil {
-					return err
-				}
-				o, err := model.Judge(engine, p)
-				if err != nil {
-					return err
-				}
-				outcomes = append(outcomes, o)
 			}
 			if output == "json" {
 				return report.JSON(streams.Out, outcomes)
@@ -117,6 +106,27 @@ container port the destination declares.`,
 	return cmd
 }
 
+// judgeAll opens the engine, judges every probe with judge and closes it.
+func judgeAll[P, O any](ctx context.Context, engineName string, warnings io.Writer, probes []P, judge func(simulate.Engine, P) (O, error)) ([]O, error) {
+	engine, err := openEngine(engineName, warnings)
+	if err != nil {
+		return nil, err
+	}
+	defer closeEngine(engine, warnings)
+	outcomes := make([]O, 0, len(probes))
+	for _, p := range probes {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		o, err := judge(engine, p)
+		if err != nil {
+			return nil, err
+		}
+		outcomes = append(outcomes, o)
+	}
+	return outcomes, nil
+}
+
 func closeEngine(engine simulate.Engine, w io.Writer) {
 	if err := engine.Close(); err != nil {
 		fmt.Fprintf(w, "warning: cleaning up the eBPF engine: %v\n", err)
@@ -128,21 +138,9 @@ func simulateServices(cmd *cobra.Command, model *simulate.Model, opts probe.Opti
 	if err != nil {
 		return err
 	}
-	engine, err := openEngine(engineName, streams.Err)
+	outcomes, err := judgeAll(cmd.Context(), engineName, streams.Err, probes, model.JudgeService)
 	if err != nil {
 		return err
-	}
-	defer closeEngine(engine, streams.Err)
-	outcomes := make([]simulate.ServiceOutcome, 0, len(probes))
-	for _, p := range probes {
-		if err := cmd.Context().Err(); err != nil {
-			return err
-		}
-		o, err := model.JudgeService(engine, p)
-		if err != nil {
-			return err
-		}
-		outcomes = append(outcomes, o)
 	}
 	if output == "json" {
 		return report.ServiceJSON(streams.Out, outcomes)
