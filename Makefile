@@ -39,7 +39,7 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 ## testenv: kube-apiserver (built once from the Go module proxy) and etcd for envtest.
-testenv:
+testenv: deps
 	hack/testenv.sh
 
 ## test: everything: unit, differential, real traffic, controller and end-to-end tests (root).
@@ -54,5 +54,5 @@ demo: testenv build
 bench: testenv
 	hack/bench.sh full
 
-bench-short:
+bench-short: deps
 	hack/bench.sh short
