@@ -30,18 +30,38 @@ func Matrix(w io.Writer, outcomes []simulate.Outcome) error {
 		_, err := fmt.Fprintln(w, "no probes: the manifests have no pod pair with a declared port (use --port)")
 		return err
 	}
-	var ports []probe.Port
-	byPort := map[probe.Port]map[[2]probe.Pod]bool{}
-	fromSet, toSet := map[probe.Pod]bool{}, map[probe.Pod]bool{}
+	cells := grid{}
 	for _, o := range outcomes {
-		cells, ok := byPort[o.Port]
-		if !ok {
-			cells = map[[2]probe.Pod]bool{}
-			byPort[o.Port] = cells
-			ports = append(ports, o.Port)
+		cell := CellDenied
+		if o.Allowed {
+			cell = CellAllowed
 		}
-		cells[[2]probe.Pod{o.From, o.To}] = o.Allowed
-		fromSet[o.From], toSet[o.To] = true, true
+		cells.set(o.Port, o.From, o.To, cell)
+	}
+	return cells.write(w, "", Legend)
+}
+
+// grid holds the cell of each (source, destination) pair per port.
+type grid map[probe.Port]map[[2]probe.Pod]string
+
+func (g grid) set(port probe.Port, from, to probe.Pod, cell string) {
+	if g[port] == nil {
+		g[port] = map[[2]probe.Pod]string{}
+	}
+	g[port][[2]probe.Pod{from, to}] = cell
+}
+
+// write prints one table per port (its title followed by suffix), rows the
+// sources, columns the destinations, in the style of cyclonus; pairs
+// without a cell are not probed.
+func (g grid) write(w io.Writer, suffix, legend string) error {
+	var ports []probe.Port
+	fromSet, toSet := map[probe.Pod]bool{}, map[probe.Pod]bool{}
+	for port, cells := range g {
+		ports = append(ports, port)
+		for pair := range cells {
+			fromSet[pair[0]], toSet[pair[1]] = true, true
+		}
 	}
 	sort.Slice(ports, func(i, j int) bool { return probe.Less(ports[i], ports[j]) })
 	from, to := sortedPods(fromSet), sortedPods(toSet)
@@ -54,8 +74,7 @@ func Matrix(w io.Writer, outcomes []simulate.Outcome) error {
 		if i > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "%s\n", port)
-		fmt.Fprintf(&b, "%-*s", width, "")
+		fmt.Fprintf(&b, "%s%s\n%-*s", port, suffix, width, "")
 		for _, dst := range to {
 			fmt.Fprintf(&b, "  %-*s", width, dst)
 		}
@@ -63,19 +82,16 @@ func Matrix(w io.Writer, outcomes []simulate.Outcome) error {
 		for _, src := range from {
 			fmt.Fprintf(&b, "%-*s", width, src)
 			for _, dst := range to {
-				cell := CellNotProbed
-				if allowed, probed := byPort[port][[2]probe.Pod{src, dst}]; probed {
-					cell = CellDenied
-					if allowed {
-						cell = CellAllowed
-					}
+				cell, probed := g[port][[2]probe.Pod{src, dst}]
+				if !probed {
+					cell = CellNotProbed
 				}
 				fmt.Fprintf(&b, "  %-*s", width, cell)
 			}
 			b.WriteString("\n")
 		}
 	}
-	fmt.Fprintf(&b, "\n%s\n", Legend)
+	fmt.Fprintf(&b, "\n%s\n", legend)
 	lines := strings.Split(b.String(), "\n")
 	for i := range lines {
 		lines[i] = strings.TrimRight(lines[i], " ")

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 
 	"github.com/palisade-net/palisade/npctl/probe"
@@ -24,71 +23,38 @@ func ServiceMatrix(w io.Writer, outcomes []simulate.ServiceOutcome) error {
 		_, err := fmt.Fprintln(w, "no probes: no Service with a ClusterIP and a ready backend pod in the manifests")
 		return err
 	}
-	type cell struct{ allowed, denied int }
-	var ports []probe.Port
-	cells := map[probe.Port]map[[2]probe.Pod]*cell{}
-	fromSet, toSet := map[probe.Pod]bool{}, map[probe.Pod]bool{}
+	type count struct{ allowed, denied int }
+	counts := map[probe.Port]map[[2]probe.Pod]*count{}
 	for _, o := range outcomes {
-		byPair, ok := cells[o.Port]
-		if !ok {
-			byPair = map[[2]probe.Pod]*cell{}
-			cells[o.Port] = byPair
-			ports = append(ports, o.Port)
+		if counts[o.Port] == nil {
+			counts[o.Port] = map[[2]probe.Pod]*count{}
 		}
-		c := byPair[[2]probe.Pod{o.From, o.Service}]
+		pair := [2]probe.Pod{o.From, o.Service}
+		c := counts[o.Port][pair]
 		if c == nil {
-			c = &cell{}
-			byPair[[2]probe.Pod{o.From, o.Service}] = c
+			c = &count{}
+			counts[o.Port][pair] = c
 		}
 		if o.Allowed {
 			c.allowed++
 		} else {
 			c.denied++
 		}
-		fromSet[o.From], toSet[o.Service] = true, true
 	}
-	sort.Slice(ports, func(i, j int) bool { return probe.Less(ports[i], ports[j]) })
-	from, to := sortedPods(fromSet), sortedPods(toSet)
-	width := 0
-	for _, p := range append(append([]probe.Pod(nil), from...), to...) {
-		width = max(width, len(p.String()))
-	}
-	var b strings.Builder
-	for i, port := range ports {
-		if i > 0 {
-			b.WriteString("\n")
-		}
-		fmt.Fprintf(&b, "%s (service port)\n%-*s", port, width, "")
-		for _, svc := range to {
-			fmt.Fprintf(&b, "  %-*s", width, svc)
-		}
-		b.WriteString("\n")
-		for _, src := range from {
-			fmt.Fprintf(&b, "%-*s", width, src)
-			for _, svc := range to {
-				mark := CellNotProbed
-				if c := cells[port][[2]probe.Pod{src, svc}]; c != nil {
-					switch {
-					case c.denied == 0:
-						mark = CellAllowed
-					case c.allowed == 0:
-						mark = CellDenied
-					default:
-						mark = CellSome
-					}
-				}
-				fmt.Fprintf(&b, "  %-*s", width, mark)
+	cells := grid{}
+	for port, pairs := range counts {
+		for pair, c := range pairs {
+			cell := CellSome
+			switch {
+			case c.denied == 0:
+				cell = CellAllowed
+			case c.allowed == 0:
+				cell = CellDenied
 			}
-			b.WriteString("\n")
+			cells.set(port, pair[0], pair[1], cell)
 		}
 	}
-	fmt.Fprintf(&b, "\n%s\n", ServiceLegend)
-	lines := strings.Split(b.String(), "\n")
-	for i := range lines {
-		lines[i] = strings.TrimRight(lines[i], " ")
-	}
-	_, err := io.WriteString(w, strings.Join(lines, "\n"))
-	return err
+	return cells.write(w, " (service port)", ServiceLegend)
 }
 
 // ServiceProbeJSON is the JSON form of one service outcome: To is the
