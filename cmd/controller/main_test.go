@@ -23,14 +23,21 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
-func freeAddress(t *testing.T) string {
+// freeAddresses returns two distinct loopback addresses with free ports;
+// both listeners are held until both are chosen, since the kernel may hand
+// a just-closed port out again.
+func freeAddresses(t *testing.T) (string, string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var addresses [2]string
+	for i := range addresses {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		addresses[i] = l.Addr().String()
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addresses[0], addresses[1]
 }
 
 type replica struct {
@@ -44,7 +51,8 @@ type replica struct {
 func startReplica(t *testing.T, env *testenv.Env, leaseNS string) *replica {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &replica{cancel: cancel, done: make(chan struct{}), metrics: freeAddress(t), probe: freeAddress(t)}
+	r := &replica{cancel: cancel, done: make(chan struct{})}
+	r.metrics, r.probe = freeAddresses(t)
 	go func() {
 		defer close(r.done)
 		r.err = run(ctx, []string{"--kubeconfig=" + env.KubeconfigPath, "--metrics-bind-address=" + r.metrics,

@@ -230,38 +230,24 @@ func (c *Cluster) createNode(ctx context.Context, n *node) error {
 }
 
 func (c *Cluster) startController(ctx context.Context) error {
-	metrics, err := freeLocalAddress()
-	if err != nil {
-		return err
-	}
-	health, err := freeLocalAddress()
-	if err != nil {
-		return err
-	}
-	p, err := startProcess("controller", filepath.Join(c.WorkDir, "controller.log"), nil, filepath.Join(c.BinDir, "controller"),
-		"--kubeconfig", c.ControlPlane.KubeconfigPath,
-		"--metrics-bind-address", metrics,
-		"--health-probe-bind-address", health,
-		"--leader-elect=false")
-	if err != nil {
-		return err
-	}
-	c.processes = append(c.processes, p)
-	return p.waitReady(ctx, health, 60*time.Second)
+	return startWithFreePorts(func(metrics, health string) error {
+		p, err := startProcess("controller", filepath.Join(c.WorkDir, "controller.log"), nil, filepath.Join(c.BinDir, "controller"),
+			"--kubeconfig", c.ControlPlane.KubeconfigPath,
+			"--metrics-bind-address", metrics,
+			"--health-probe-bind-address", health,
+			"--leader-elect=false")
+		if err != nil {
+			return err
+		}
+		c.processes = append(c.processes, p)
+		return p.waitReady(ctx, health, 60*time.Second)
+	})
 }
 
 // startAgent starts n's agent inside n's namespace. An agent on the second
 // node reaches the apiserver's loopback address through a forwarder
 // listening on the same address inside the node.
 func (c *Cluster) startAgent(ctx context.Context, n *node) error {
-	metrics, err := freeLocalAddress()
-	if err != nil {
-		return err
-	}
-	health, err := freeLocalAddress()
-	if err != nil {
-		return err
-	}
 	if n.machine != nil {
 		apiserver, err := url.Parse(c.ControlPlane.Config.Host)
 		if err != nil {
@@ -271,18 +257,20 @@ func (c *Cluster) startAgent(ctx context.Context, n *node) error {
 			return err
 		}
 	}
-	n.agentHealth = health
-	n.agentArgs = []string{
-		"--kubeconfig", c.ControlPlane.KubeconfigPath,
-		"--node-name", n.name,
-		"--pin-path", n.pinPath,
-		"--mode", c.AgentMode,
-		"--metrics-bind-address", metrics,
-		"--health-probe-bind-address", health,
-		"--flow-logs", n.flowLog,
-		"--interface-prefix", n.podPrefix,
-	}
-	return c.runAgent(ctx, n)
+	return startWithFreePorts(func(metrics, health string) error {
+		n.agentHealth = health
+		n.agentArgs = []string{
+			"--kubeconfig", c.ControlPlane.KubeconfigPath,
+			"--node-name", n.name,
+			"--pin-path", n.pinPath,
+			"--mode", c.AgentMode,
+			"--metrics-bind-address", metrics,
+			"--health-probe-bind-address", health,
+			"--flow-logs", n.flowLog,
+			"--interface-prefix", n.podPrefix,
+		}
+		return c.runAgent(ctx, n)
+	})
 }
 
 func (c *Cluster) runAgent(ctx context.Context, n *node) error {

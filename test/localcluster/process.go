@@ -91,7 +91,11 @@ func (p *process) waitReady(ctx context.Context, healthAddress string, timeout t
 	for {
 		select {
 		case <-p.exited:
-			return fmt.Errorf("%s exited before becoming ready (%v); log:\n%s", p.name, p.err, p.logTail(40))
+			tail := p.logTail(40)
+			if strings.Contains(tail, "address already in use") {
+				return fmt.Errorf("%s exited before becoming ready: %w; log:\n%s", p.name, errPortTaken, tail)
+			}
+			return fmt.Errorf("%s exited before becoming ready (%v); log:\n%s", p.name, p.err, tail)
 		default:
 		}
 		if resp, err := client.Get(url); err == nil {
@@ -155,12 +159,39 @@ func (p *process) logTail(lines int) string {
 	return string(bytes.Join(all, []byte("\n")))
 }
 
-// freeLocalAddress returns a loopback address with a port free right now.
-func freeLocalAddress() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+// freeLocalAddresses returns n distinct loopback addresses whose ports are
+// free right now. All n listeners are held until every port is chosen, since
+// the kernel may hand a just-closed port out again.
+func freeLocalAddresses(n int) ([]string, error) {
+	addresses := make([]string, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		addresses = append(addresses, l.Addr().String())
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return addresses, nil
+}
+
+// errPortTaken marks a process that exited because another process bound
+// one of its ports between our choosing it and its listening.
+var errPortTaken = errors.New("a chosen port was taken by another process")
+
+// startWithFreePorts runs launch with a fresh metrics and health address
+// until the process does not lose one of them to another process (tests
+// run in parallel), at most three times.
+func startWithFreePorts(launch func(metrics, health string) error) error {
+	var err error
+	for range 3 {
+		var addresses []string
+		if addresses, err = freeLocalAddresses(2); err != nil {
+			return err
+		}
+		if err = launch(addresses[0], addresses[1]); !errors.Is(err, errPortTaken) {
+			return err
+		}
+	}
+	return err
 }
