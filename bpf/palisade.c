@@ -9,6 +9,7 @@
 #include "lib/conntrack.h"
 #include "lib/counters.h"
 #include "lib/events.h"
+#include "lib/flowcache.h"
 
 /* TCX_NEXT / TC_ACT_UNSPEC: let later programs and the stack decide. */
 #define VERDICT_PASS -1
@@ -87,11 +88,11 @@ static __always_inline int later_fragment_follows(const struct endpoint *ep, int
 	return fe && fe->revision == ep->revision && (now <= fe->last_seen || now - fe->last_seen <= fragment_timeout_jiffies);
 }
 
-static __always_inline int enforce(struct __sk_buff *skb, int dir)
+/* The full path: parse, conntrack, rules. Its verdicts on plain TCP and
+ * UDP frames go into the flow cache through fp. */
+static __always_inline int enforce_fully(struct __sk_buff *skb, const struct endpoint *ep, int dir,
+					 struct flow_probe *fp, __u64 now)
 {
-	struct endpoint *ep = endpoint_of(skb->ifindex);
-	if (!ep)
-		return VERDICT_PASS;
 	int isolated = isolated_in(ep, dir);
 
 	struct packet p = {};
@@ -99,22 +100,29 @@ static __always_inline int enforce(struct __sk_buff *skb, int dir)
 	if (parsed != PARSE_IP) {
 		int allowed = !isolated || parsed == PARSE_ARP;
 		if (!allowed)
-			emit_event(skb, ep->id, dir, &p, 0, EVENT_MALFORMED, 0, bpf_jiffies64());
+			emit_event(skb, ep->id, dir, &p, 0, EVENT_MALFORMED, 0, now);
 		return finish(skb, ep, dir, allowed);
 	}
 
 	if (p.neighbor_discovery)
 		return finish(skb, ep, dir, 1);
 
-	__u64 now = bpf_jiffies64();
 	struct ct_key key = {};
+	__u32 generation_index = 0, generation = 0;
 	int tracked = ct_key_of(&key, ep->id, dir, &p);
 	if (tracked) {
+		if (fp->slot) {
+			/* read before the lookup: an insert after it shows */
+			generation_index = ct_generation_index(&key);
+			__u32 *g = ct_generation(generation_index);
+			generation = g ? *g : 0;
+		}
 		struct ct_entry *e = ct_lookup_live(skb, ep, dir, &key, &p, now);
 		if (e) {
 			ct_refresh(e, &p, dir, now);
 			if (p.first_fragment)
 				remember_first_fragment(ep, dir, &p, e->rule, now);
+			flow_cache_allow(fp, ep, now);
 			return finish(skb, ep, dir, 1);
 		}
 	} else if (p.later_fragment) {
@@ -133,6 +141,8 @@ static __always_inline int enforce(struct __sk_buff *skb, int dir)
 		allowed = rules_allow(ep, dir, p.family, dir == DIR_INGRESS ? p.src : p.dst, p.proto, p.has_port,
 				      p.dport, &rule);
 	if (!allowed) {
+		if (tracked)
+			flow_cache_deny(fp, ep, generation_index, generation);
 		emit_event(skb, ep->id, dir, &p, 0, EVENT_DENY, 0, now);
 		return finish(skb, ep, dir, 0);
 	}
@@ -144,12 +154,33 @@ static __always_inline int enforce(struct __sk_buff *skb, int dir)
 			.state = ct_state_of_new(&p),
 			.origin = dir,
 		};
-		ct_insert(&key, &n);
+		if (ct_insert(&key, &n) == 0) {
+			ct_generation_bump(&key);
+			flow_cache_allow(fp, ep, now);
+		}
 		emit_event(skb, ep->id, dir, &p, 1, EVENT_NEW_FLOW, rule, now);
 	}
 	if (p.first_fragment)
 		remember_first_fragment(ep, dir, &p, rule, now);
 	return finish(skb, ep, dir, 1);
+}
+
+static __always_inline int enforce(struct __sk_buff *skb, int dir)
+{
+	struct endpoint *ep = endpoint_of(skb->ifindex);
+	if (!ep)
+		return VERDICT_PASS;
+	__u64 now = bpf_jiffies64();
+	struct flow_probe fp;
+	switch (flow_cache_verdict(skb, ep, dir, &fp, now)) {
+	case FLOW_ALLOW:
+		return finish(skb, ep, dir, 1);
+	case FLOW_DENY:
+		/* the full path sends the event, when one may be sent */
+		if (!event_may_send(now))
+			return finish(skb, ep, dir, 0);
+	}
+	return enforce_fully(skb, ep, dir, &fp, now);
 }
 
 SEC("tc")

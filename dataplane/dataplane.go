@@ -19,12 +19,17 @@
 // them; the old record is written again only after such a wait. Connection tracking
 // (conntrack4 and conntrack6 LRUs, keyed by endpoint and seen from the pod)
 // admits replies and related ICMP errors; entries carry the policy revision
-// they were judged under and are judged again when it changes.
+// they were judged under and are judged again when it changes. In front of
+// it all, flow_cache (bpf/lib/flowcache.h) keeps each CPU's recent verdicts
+// on plain TCP and UDP frames, valid while the endpoint's revision, the
+// flow's conntrack generation and flow_cache_epoch (raised by
+// forgetEndpointState) stay the same.
 package dataplane
 
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"sync"
@@ -50,7 +55,10 @@ type Config struct {
 	EventRingBytes   int // ring buffer size, a power of two >= page size; default 1<<20
 	EventRate        int // events per second per CPU; default 1000
 	EventBurst       int // default 2 * EventRate
-	Timeouts         Timeouts
+	// FlowCacheSlots: verdicts per CPU the programs keep in front of
+	// conntrack and the rules; a power of two, default 1024.
+	FlowCacheSlots int
+	Timeouts       Timeouts
 	// ForceTCLegacy attaches with clsact + cls_bpf even where TCX exists
 	// (tests of the fallback).
 	ForceTCLegacy bool
@@ -60,6 +68,9 @@ type Config struct {
 type Timeouts struct {
 	TCPSyn, TCPEstablished, TCPClosing, TCPReset, UDP, Other, Fragment time.Duration
 }
+
+// maxFlowCacheSlots bounds the per-CPU flow cache (72 bytes a slot).
+const maxFlowCacheSlots = 1 << 20
 
 // maxEndpointSlots: IPv4 conntrack keys hold the endpoint slot in 24 bits.
 const maxEndpointSlots = 1 << 24
@@ -85,6 +96,7 @@ func (c Config) withDefaults() Config {
 	def(&c.EventRingBytes, 1<<20)
 	def(&c.EventRate, 1000)
 	def(&c.EventBurst, 2*c.EventRate)
+	def(&c.FlowCacheSlots, 1024)
 	t := &c.Timeouts
 	dur := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
@@ -110,6 +122,18 @@ const (
 	ctUDP
 	ctOther
 )
+
+// flowCacheHold is how long the programs may allow a flow from the flow
+// cache without looking at its conntrack entry: a second, or less when a
+// timeout is so short that the entry could expire meanwhile (conntrack
+// stamps an active flow at most once a second).
+func (t Timeouts) flowCacheHold() time.Duration {
+	hold := time.Second
+	for _, d := range []time.Duration{t.TCPSyn, t.TCPEstablished, t.TCPClosing, t.TCPReset, t.UDP, t.Other} {
+		hold = min(hold, (d-time.Second)/4)
+	}
+	return max(hold, 0)
+}
 
 // byState returns the conntrack timeouts in jiffies, indexed by state.
 func (t Timeouts) byState(c *jiffyClock) [8]uint64 {
@@ -163,6 +187,9 @@ func Open(cfg Config) (*Dataplane, error) {
 	if cfg.MaxEndpoints > maxEndpointSlots {
 		return nil, fmt.Errorf("MaxEndpoints %d exceeds the %d endpoint slots conntrack keys hold", cfg.MaxEndpoints, maxEndpointSlots)
 	}
+	if n := cfg.FlowCacheSlots; n&(n-1) != 0 || n > maxFlowCacheSlots {
+		return nil, fmt.Errorf("FlowCacheSlots %d: want a power of two up to %d", n, maxFlowCacheSlots)
+	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
 	}
@@ -184,6 +211,7 @@ func Open(cfg Config) (*Dataplane, error) {
 		"conntrack6":         cfg.ConntrackSize,
 		"fragments":          cfg.FragmentSize,
 		"events":             cfg.EventRingBytes,
+		"flow_cache":         cfg.FlowCacheSlots,
 	}
 	for name, size := range sizes {
 		spec.Maps[name].MaxEntries = uint32(size)
@@ -198,6 +226,8 @@ func Open(cfg Config) (*Dataplane, error) {
 		"jiffies_per_second":       clock.hz,
 		"event_rate":               uint64(cfg.EventRate),
 		"event_burst":              uint64(cfg.EventBurst),
+		"flow_cache_bits":          uint32(bits.TrailingZeros(uint(cfg.FlowCacheSlots))),
+		"flow_cache_jiffies":       clock.ticks(cfg.Timeouts.flowCacheHold()),
 	}
 	for name, v := range vars {
 		if err := spec.Variables[name].Set(v); err != nil {
@@ -341,6 +371,7 @@ func (d *Dataplane) allMaps() map[string]*ebpf.Map {
 		"fragments":          m.Fragments,
 		"events":             m.Events,
 		"event_buckets":      m.EventBuckets,
+		"ct_generations":     m.CtGenerations,
 	}
 }
 

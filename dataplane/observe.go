@@ -186,7 +186,37 @@ func (d *Dataplane) GarbageCollect(now time.Time) (int, error) {
 	keys4 = slices.DeleteFunc(keys4, func(k palisadeCtKey4) bool { return reborn(k.endpoint()) })
 	keys6 = slices.DeleteFunc(keys6, func(k palisadeCtKey) bool { return reborn(k.Endpoint) })
 	fragKeys = slices.DeleteFunc(fragKeys, func(k palisadeFragKey) bool { return reborn(k.Endpoint) })
+	// The flow caches need no drop: an allow they hold expires long before
+	// its entry (flowCacheHold), and entries of endpoints no longer
+	// programmed are judged under another revision if their slot returns.
 	return deleteKeys(d.objs.Conntrack4, keys4) + deleteKeys(d.objs.Conntrack6, keys6) + deleteKeys(d.objs.Fragments, fragKeys), nil
+}
+
+// SetFlowCache turns the programs' flow cache on (the default) or off.
+// Off, every packet takes the full path: parse, conntrack, rules; for
+// measurements and to rule the cache out when debugging.
+func (d *Dataplane) SetFlowCache(on bool) error {
+	var off uint32
+	if !on {
+		off = 1
+	}
+	if err := d.objs.FlowCacheOff.Set(off); err != nil {
+		return fmt.Errorf("turn flow cache on=%v: %w", on, err)
+	}
+	return d.dropFlowCache()
+}
+
+// dropFlowCache empties the programs' flow caches, which may hold allows
+// of flows whose conntrack entries were just deleted.
+func (d *Dataplane) dropFlowCache() error {
+	var epoch uint32
+	if err := d.objs.FlowCacheEpoch.Get(&epoch); err != nil {
+		return fmt.Errorf("read flow cache epoch: %w", err)
+	}
+	if err := d.objs.FlowCacheEpoch.Set(epoch + 1); err != nil {
+		return fmt.Errorf("drop flow cache: %w", err)
+	}
+	return nil
 }
 
 // endpoint is the slot of the endpoint an IPv4 flow belongs to.
@@ -236,7 +266,7 @@ func (d *Dataplane) forgetEndpointState(ids map[uint32]bool) (int, error) {
 	keys6, err6 := collectKeys(d.objs.Conntrack6, func(k palisadeCtKey, _ palisadeCtEntry) bool { return ids[k.Endpoint] })
 	fragKeys, errFrag := collectKeys(d.objs.Fragments, func(k palisadeFragKey, _ palisadeFragEntry) bool { return ids[k.Endpoint] })
 	n := deleteKeys(d.objs.Conntrack4, keys4) + deleteKeys(d.objs.Conntrack6, keys6) + deleteKeys(d.objs.Fragments, fragKeys)
-	return n, errors.Join(err4, err6, errFrag)
+	return n, errors.Join(err4, err6, errFrag, d.dropFlowCache())
 }
 
 // MapUsage is how full one map is.

@@ -85,6 +85,18 @@ type palisadeEventBucket struct {
 	Suppressed uint64
 }
 
+type palisadeFlowSlot struct {
+	_               structs.HostLayout
+	Key             [6]uint64
+	Stamp           uint64
+	Revision        uint32
+	Epoch           uint32
+	Generation      uint32
+	GenerationIndex uint16
+	Verdict         uint8
+	Pad             uint8
+}
+
 type palisadeFragEntry struct {
 	_        structs.HostLayout
 	LastSeen uint64
@@ -127,12 +139,14 @@ const (
 	palisadeMapCidrRules              = "cidr_rules"
 	palisadeMapConntrack4             = "conntrack4"
 	palisadeMapConntrack6             = "conntrack6"
+	palisadeMapCtGenerations          = "ct_generations"
 	palisadeMapEndpointCounters       = "endpoint_counters"
 	palisadeMapEndpointRecords        = "endpoint_records"
 	palisadeMapEndpointRefs           = "endpoint_refs"
 	palisadeMapEndpointRefsHash       = "endpoint_refs_hash"
 	palisadeMapEventBuckets           = "event_buckets"
 	palisadeMapEvents                 = "events"
+	palisadeMapFlowCache              = "flow_cache"
 	palisadeMapFragments              = "fragments"
 	palisadeMapPortRules              = "port_rules"
 	palisadeProgTcPodEgress           = "tc_pod_egress"
@@ -140,6 +154,10 @@ const (
 	palisadeVarCtTimeoutJiffies       = "ct_timeout_jiffies"
 	palisadeVarEventBurst             = "event_burst"
 	palisadeVarEventRate              = "event_rate"
+	palisadeVarFlowCacheBits          = "flow_cache_bits"
+	palisadeVarFlowCacheEpoch         = "flow_cache_epoch"
+	palisadeVarFlowCacheJiffies       = "flow_cache_jiffies"
+	palisadeVarFlowCacheOff           = "flow_cache_off"
 	palisadeVarFragmentTimeoutJiffies = "fragment_timeout_jiffies"
 	palisadeVarJiffiesPerSecond       = "jiffies_per_second"
 )
@@ -197,12 +215,14 @@ type palisadeMapSpecs struct {
 	CidrRules        *ebpf.MapSpec `ebpf:"cidr_rules"`
 	Conntrack4       *ebpf.MapSpec `ebpf:"conntrack4"`
 	Conntrack6       *ebpf.MapSpec `ebpf:"conntrack6"`
+	CtGenerations    *ebpf.MapSpec `ebpf:"ct_generations"`
 	EndpointCounters *ebpf.MapSpec `ebpf:"endpoint_counters"`
 	EndpointRecords  *ebpf.MapSpec `ebpf:"endpoint_records"`
 	EndpointRefs     *ebpf.MapSpec `ebpf:"endpoint_refs"`
 	EndpointRefsHash *ebpf.MapSpec `ebpf:"endpoint_refs_hash"`
 	EventBuckets     *ebpf.MapSpec `ebpf:"event_buckets"`
 	Events           *ebpf.MapSpec `ebpf:"events"`
+	FlowCache        *ebpf.MapSpec `ebpf:"flow_cache"`
 	Fragments        *ebpf.MapSpec `ebpf:"fragments"`
 	PortRules        *ebpf.MapSpec `ebpf:"port_rules"`
 }
@@ -214,6 +234,10 @@ type palisadeVariableSpecs struct {
 	CtTimeoutJiffies       *ebpf.VariableSpec `ebpf:"ct_timeout_jiffies"`
 	EventBurst             *ebpf.VariableSpec `ebpf:"event_burst"`
 	EventRate              *ebpf.VariableSpec `ebpf:"event_rate"`
+	FlowCacheBits          *ebpf.VariableSpec `ebpf:"flow_cache_bits"`
+	FlowCacheEpoch         *ebpf.VariableSpec `ebpf:"flow_cache_epoch"`
+	FlowCacheJiffies       *ebpf.VariableSpec `ebpf:"flow_cache_jiffies"`
+	FlowCacheOff           *ebpf.VariableSpec `ebpf:"flow_cache_off"`
 	FragmentTimeoutJiffies *ebpf.VariableSpec `ebpf:"fragment_timeout_jiffies"`
 	JiffiesPerSecond       *ebpf.VariableSpec `ebpf:"jiffies_per_second"`
 }
@@ -241,12 +265,14 @@ type palisadeMaps struct {
 	CidrRules        *ebpf.Map `ebpf:"cidr_rules"`
 	Conntrack4       *ebpf.Map `ebpf:"conntrack4"`
 	Conntrack6       *ebpf.Map `ebpf:"conntrack6"`
+	CtGenerations    *ebpf.Map `ebpf:"ct_generations"`
 	EndpointCounters *ebpf.Map `ebpf:"endpoint_counters"`
 	EndpointRecords  *ebpf.Map `ebpf:"endpoint_records"`
 	EndpointRefs     *ebpf.Map `ebpf:"endpoint_refs"`
 	EndpointRefsHash *ebpf.Map `ebpf:"endpoint_refs_hash"`
 	EventBuckets     *ebpf.Map `ebpf:"event_buckets"`
 	Events           *ebpf.Map `ebpf:"events"`
+	FlowCache        *ebpf.Map `ebpf:"flow_cache"`
 	Fragments        *ebpf.Map `ebpf:"fragments"`
 	PortRules        *ebpf.Map `ebpf:"port_rules"`
 }
@@ -256,12 +282,14 @@ func (m *palisadeMaps) Close() error {
 		m.CidrRules,
 		m.Conntrack4,
 		m.Conntrack6,
+		m.CtGenerations,
 		m.EndpointCounters,
 		m.EndpointRecords,
 		m.EndpointRefs,
 		m.EndpointRefsHash,
 		m.EventBuckets,
 		m.Events,
+		m.FlowCache,
 		m.Fragments,
 		m.PortRules,
 	)
@@ -274,6 +302,10 @@ type palisadeVariables struct {
 	CtTimeoutJiffies       *ebpf.Variable `ebpf:"ct_timeout_jiffies"`
 	EventBurst             *ebpf.Variable `ebpf:"event_burst"`
 	EventRate              *ebpf.Variable `ebpf:"event_rate"`
+	FlowCacheBits          *ebpf.Variable `ebpf:"flow_cache_bits"`
+	FlowCacheEpoch         *ebpf.Variable `ebpf:"flow_cache_epoch"`
+	FlowCacheJiffies       *ebpf.Variable `ebpf:"flow_cache_jiffies"`
+	FlowCacheOff           *ebpf.Variable `ebpf:"flow_cache_off"`
 	FragmentTimeoutJiffies *ebpf.Variable `ebpf:"fragment_timeout_jiffies"`
 	JiffiesPerSecond       *ebpf.Variable `ebpf:"jiffies_per_second"`
 }

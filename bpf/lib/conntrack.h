@@ -67,7 +67,6 @@ struct {
 	__type(key, struct ct_key4);
 	__type(value, struct ct_entry);
 	__uint(max_entries, 262144);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conntrack4 SEC(".maps");
 
@@ -77,7 +76,6 @@ struct {
 	__type(key, struct ct_key);
 	__type(value, struct ct_entry);
 	__uint(max_entries, 262144);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } conntrack6 SEC(".maps");
 
@@ -104,15 +102,14 @@ static __always_inline struct ct_entry *ct_find(const struct ct_key *k)
 	return bpf_map_lookup_elem(&conntrack6, k);
 }
 
-static __always_inline void ct_insert(const struct ct_key *k, const struct ct_entry *e)
+static __always_inline long ct_insert(const struct ct_key *k, const struct ct_entry *e)
 {
 	if (k->family == 4) {
 		struct ct_key4 k4;
 		ct_key4_of(&k4, k);
-		bpf_map_update_elem(&conntrack4, &k4, e, BPF_ANY);
-		return;
+		return bpf_map_update_elem(&conntrack4, &k4, e, BPF_ANY);
 	}
-	bpf_map_update_elem(&conntrack6, k, e, BPF_ANY);
+	return bpf_map_update_elem(&conntrack6, k, e, BPF_ANY);
 }
 
 static __always_inline void ct_remove(const struct ct_key *k)

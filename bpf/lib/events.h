@@ -53,7 +53,8 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } event_buckets SEC(".maps");
 
-static __always_inline int event_take_token(__u64 now)
+/* The CPU's bucket, refilled for time now. */
+static __always_inline struct event_bucket *event_bucket_at(__u64 now)
 {
 	__u32 zero = 0;
 	struct event_bucket *b = bpf_map_lookup_elem(&event_buckets, &zero);
@@ -69,10 +70,31 @@ static __always_inline int event_take_token(__u64 now)
 			b->tokens = event_burst;
 		b->last = now;
 	}
+	return b;
+}
+
+/* Reports whether b has a token, counting an event suppressed when not. */
+static __always_inline int event_bucket_ready(struct event_bucket *b)
+{
 	if (!b->tokens) {
 		b->suppressed++;
 		return 0;
 	}
+	return 1;
+}
+
+/* Reports whether an event may be sent now, without taking the token. */
+static __always_inline int event_may_send(__u64 now)
+{
+	struct event_bucket *b = event_bucket_at(now);
+	return b && event_bucket_ready(b);
+}
+
+static __always_inline int event_take_token(__u64 now)
+{
+	struct event_bucket *b = event_bucket_at(now);
+	if (!b || !event_bucket_ready(b))
+		return 0;
 	b->tokens--;
 	return 1;
 }

@@ -50,10 +50,14 @@ const (
 	// FirstPacket: the first packet of an allowed flow (one run per
 	// distinct flow, compare with EmptySingle).
 	FirstPacket
+	// EstablishedFullPath and DeniedFullPath: Established and Denied with
+	// the flow cache off, as for flows the cache does not hold.
+	EstablishedFullPath
+	DeniedFullPath
 )
 
 func (c Case) String() string {
-	return [...]string{"empty", "established", "denied", "empty-single", "first-packet"}[c]
+	return [...]string{"empty", "established", "denied", "empty-single", "first-packet", "established-full-path", "denied-full-path"}[c]
 }
 
 // Bench is a loaded dataplane with a scenario programmed.
@@ -61,6 +65,7 @@ type Bench struct {
 	dp          *dataplane.Dataplane
 	empty       *ebpf.Program
 	ingress     *ebpf.Program
+	egress      *ebpf.Program
 	peerPrefix  netip.Prefix
 	pod         netip.Addr
 	nextFlow    uint32
@@ -86,7 +91,7 @@ func Setup(s Scenario) (*Bench, error) {
 		return nil, err
 	}
 	b := &Bench{dp: dp}
-	b.ingress, _ = dp.Programs()
+	b.ingress, b.egress = dp.Programs()
 	if err := b.program(s); err != nil {
 		b.Close()
 		return nil, err
@@ -132,12 +137,22 @@ func (b *Bench) program(s Scenario) error {
 		}
 	}
 	peer := b.peerPrefix.Addr().Next()
-	syn := packet.Build(packet.Spec{Src: peer, Dst: b.pod, Protocol: policy.TCP, SrcPort: 1, DstPort: 80, TCPFlags: packet.SYN})
-	b.established = packet.Build(packet.Spec{Src: peer, Dst: b.pod, Protocol: policy.TCP, SrcPort: 1, DstPort: 80, TCPFlags: packet.ACK, Payload: make([]byte, 64)})
-	b.denied = packet.Build(packet.Spec{Src: peer, Dst: b.pod, Protocol: policy.TCP, SrcPort: 1, DstPort: 22, TCPFlags: packet.SYN})
-	if ret, _, err := b.ingress.Benchmark(syn, 1, nil); err != nil || int32(ret) != -1 {
-		return fmt.Errorf("opening the measured flow: verdict %d, %v", int32(ret), err)
+	toPod := packet.Spec{Src: peer, Dst: b.pod, Protocol: policy.TCP, SrcPort: 1, DstPort: 80}
+	fromPod := packet.Spec{Src: b.pod, Dst: peer, Protocol: policy.TCP, SrcPort: 80, DstPort: 1}
+	handshake := []struct {
+		prog  *ebpf.Program
+		spec  packet.Spec
+		flags uint8
+	}{{b.ingress, toPod, packet.SYN}, {b.egress, fromPod, packet.SYN | packet.ACK}, {b.ingress, toPod, packet.ACK}}
+	for _, step := range handshake {
+		step.spec.TCPFlags = step.flags
+		if ret, _, err := step.prog.Benchmark(packet.Build(step.spec), 1, nil); err != nil || int32(ret) != -1 {
+			return fmt.Errorf("opening the measured flow (flags %#x): verdict %d, %v", step.flags, int32(ret), err)
+		}
 	}
+	toPod.TCPFlags, toPod.Payload = packet.ACK, make([]byte, 64)
+	b.established = packet.Build(toPod)
+	b.denied = packet.Build(packet.Spec{Src: peer, Dst: b.pod, Protocol: policy.TCP, SrcPort: 1, DstPort: 22, TCPFlags: packet.SYN})
 	if ret, _, err := b.ingress.Benchmark(b.denied, 1, nil); err != nil || ret != 2 {
 		return fmt.Errorf("denied packet: verdict %d, %v", int32(ret), err)
 	}
@@ -167,6 +182,15 @@ func (b *Bench) Run(c Case, packets int) (time.Duration, error) {
 	case Established:
 		return b.repeat(b.ingress, b.established, packets, -1)
 	case Denied:
+		return b.repeat(b.ingress, b.denied, packets, 2)
+	case EstablishedFullPath, DeniedFullPath:
+		if err := b.dp.SetFlowCache(false); err != nil {
+			return 0, err
+		}
+		defer b.dp.SetFlowCache(true)
+		if c == EstablishedFullPath {
+			return b.repeat(b.ingress, b.established, packets, -1)
+		}
 		return b.repeat(b.ingress, b.denied, packets, 2)
 	case EmptySingle, FirstPacket:
 		prog := b.ingress

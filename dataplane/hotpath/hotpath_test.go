@@ -18,7 +18,7 @@ func TestMeasuresEveryCase(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%+v: %v", s, err)
 		}
-		for _, c := range []Case{Empty, Established, Denied, EmptySingle, FirstPacket} {
+		for _, c := range []Case{Empty, Established, Denied, EmptySingle, FirstPacket, EstablishedFullPath, DeniedFullPath} {
 			d, err := b.Run(c, 1000)
 			if err != nil || d <= 0 || d > time.Millisecond {
 				t.Errorf("%+v %v: %v per packet, %v", s, c, d, err)

@@ -1,0 +1,246 @@
+/* A per-CPU, direct-mapped cache of the verdicts the full path reached on
+ * plain TCP and UDP packets, in front of conntrack and the rules.
+ *
+ * Its key is read straight from the frame (endpoint, direction, addresses,
+ * ports, protocol), and a slot holds a verdict only while nothing it
+ * depends on changed:
+ * - allow: the flow's conntrack entry was live and judged under the
+ *   endpoint's current revision less than flow_cache_jiffies ago, and the
+ *   packet carries no SYN, FIN or RST (which change the TCP state);
+ *   one slot per direction;
+ * - deny: no conntrack entry, the rules denied it under the current
+ *   revision, and no entry was inserted since into the flow's conntrack
+ *   generation bucket (ct_generations, bumped after every insert, so that
+ *   the reply to a flow the pod opens later is not held by an old deny).
+ * flow_cache_epoch, raised from Go when it deletes conntrack entries,
+ * drops every slot at once. A packet that the fast parse does not fully
+ * vouch for (IPv4 options, IPv6 extension headers, fragments, short or
+ * paged frames, other protocols) always takes the full path. */
+#pragma once
+
+#include "common.h"
+#include "conntrack.h"
+
+#define FLOW_KEY_WORDS 6
+
+enum flow_verdict {
+	FLOW_EMPTY = 0,
+	FLOW_ALLOW,
+	FLOW_DENY,
+};
+
+struct flow_slot {
+	__u64 key[FLOW_KEY_WORDS];
+	__u64 stamp;		/* jiffies when an allow was confirmed */
+	__u32 revision;		/* of the endpoint that reached the verdict */
+	__u32 epoch;
+	__u32 generation;	/* deny: of ct_generations[generation_index] */
+	__u16 generation_index;
+	__u8 verdict;
+	__u8 pad;
+};
+
+/* Slots per CPU: 1 << flow_cache_bits; sizes are replaced from Go. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flow_slot);
+	__uint(max_entries, 1024);
+} flow_cache SEC(".maps");
+
+volatile const __u32 flow_cache_bits = 10;
+/* How long a confirmed allow stands without the full path; 0 turns
+ * allows off. Set from Go below the shortest conntrack timeout. */
+volatile const __u64 flow_cache_jiffies = 250;
+volatile __u32 flow_cache_epoch;
+/* Set from Go to send every packet through the full path. */
+volatile __u32 flow_cache_off;
+
+#define CT_GENERATIONS (1 << 16)
+
+/* Pinned: programs of an older and a newer agent may run side by side
+ * while links move, and both must see each other's inserts. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, CT_GENERATIONS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ct_generations SEC(".maps");
+
+/* The generation bucket of a conntrack key: the same for both directions
+ * of a flow, since conntrack keys are seen from the pod. */
+static __always_inline __u32 ct_generation_index(const struct ct_key *k)
+{
+	__u64 a, b, c;
+	__builtin_memcpy(&a, k->pod, 8);
+	__builtin_memcpy(&b, k->peer, 8);
+	__builtin_memcpy(&c, &k->pod[8], 8);
+	__u64 h = (a ^ (__u64)k->endpoint << 32 ^ k->proto) * 0x9e3779b97f4a7c15ULL;
+	__u64 d;
+	__builtin_memcpy(&d, &k->peer[8], 8);
+	h ^= (b ^ c ^ d ^ ((__u64)k->pod_port << 16 | k->peer_port)) * 0xc2b2ae3d27d4eb4fULL;
+	return (h >> 48) & (CT_GENERATIONS - 1);
+}
+
+static __always_inline __u32 *ct_generation(__u32 index)
+{
+	return bpf_map_lookup_elem(&ct_generations, &index);
+}
+
+/* Called after every conntrack insert. */
+static __always_inline void ct_generation_bump(const struct ct_key *k)
+{
+	__u32 *g = ct_generation(ct_generation_index(k));
+	if (g)
+		__sync_fetch_and_add(g, 1);
+}
+
+/* What the fast parse found: a key when the frame is plain enough. */
+struct flow_probe {
+	__u64 key[FLOW_KEY_WORDS];
+	struct flow_slot *slot;
+	__u8 tcp_state_change;	/* SYN, FIN or RST */
+};
+
+#define FLOW_TCP_STATE_FLAGS (TCP_SYN | TCP_FIN | TCP_RST)
+
+/* Reads the key of an option-less IPv4 or extension-less IPv6 TCP/UDP
+ * frame whose headers are in the linear data; 0 for any other frame. The
+ * checks are the full parser's for such frames, so both judge a frame
+ * under the same key alike. */
+static __always_inline int flow_key_of(struct __sk_buff *skb, __u32 endpoint, int dir, struct flow_probe *fp)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u8 *ip = data + ETH_HLEN;
+	if ((void *)(ip + 20 + 8) > data_end)
+		return 0;
+	__u16 type = *(__u16 *)(data + 12);
+	__u32 room = skb->len - ETH_HLEN;
+	__u8 proto, *l4;
+	__u32 l4_len;
+	__u64 family;
+	if (type == bpf_htons(ETH_P_IP)) {
+		if (ip[0] != 0x45 || (*(__u16 *)(ip + 6) & bpf_htons(0x3fff)))
+			return 0;
+		__u32 total = bpf_ntohs(*(__u16 *)(ip + 2));
+		if (total < 20 || total > room)
+			return 0;
+		proto = ip[9];
+		l4 = ip + 20;
+		l4_len = total - 20;
+		family = 4;
+		fp->key[1] = *(__u64 *)(ip + 12);
+		fp->key[3] = 0;
+		fp->key[4] = 0;
+		fp->key[5] = 0;
+	} else if (type == bpf_htons(ETH_P_IPV6)) {
+		if ((void *)(ip + 40 + 8) > data_end || (ip[0] >> 4) != 6)
+			return 0;
+		l4_len = bpf_ntohs(*(__u16 *)(ip + 4));
+		if (40 + l4_len > room)
+			return 0;
+		proto = ip[6];
+		l4 = ip + 40;
+		family = 6;
+		fp->key[1] = *(__u64 *)(ip + 8);
+		fp->key[3] = *(__u64 *)(ip + 24);
+		fp->key[4] = *(__u64 *)(ip + 32);
+	} else {
+		return 0;
+	}
+	if (proto == PROTO_TCP) {
+		if (l4_len < 20 || (void *)(l4 + 20) > data_end)
+			return 0;
+		fp->tcp_state_change = (l4[13] & FLOW_TCP_STATE_FLAGS) != 0;
+	} else if (proto == PROTO_UDP) {
+		if (l4_len < 8)
+			return 0;
+		fp->tcp_state_change = 0;
+	} else {
+		return 0;
+	}
+	fp->key[0] = (__u64)endpoint << 32 | family << 16 | (__u64)dir << 8 | proto;
+	if (family == 4) {
+		fp->key[2] = *(__u32 *)l4;
+	} else {
+		fp->key[2] = *(__u64 *)(ip + 16);
+		fp->key[5] = *(__u32 *)l4;
+	}
+	return 1;
+}
+
+static __always_inline __u32 flow_slot_index(const __u64 *key)
+{
+	__u64 a = (key[0] ^ key[3]) * 0x9e3779b97f4a7c15ULL;
+	__u64 b = (key[1] ^ key[4]) * 0xc2b2ae3d27d4eb4fULL;
+	__u64 c = (key[2] ^ key[5]) * 0x165667b19e3779f9ULL;
+	__u64 h = (a ^ b ^ c) * 0x9e3779b97f4a7c15ULL;
+	return h >> (64 - (flow_cache_bits & 31));
+}
+
+static __always_inline int flow_key_equal(const __u64 *a, const __u64 *b)
+{
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
+}
+
+/* Finds the frame's slot (fp->slot stays 0 for a frame the cache does not
+ * take) and returns the verdict it holds for the frame: FLOW_ALLOW,
+ * FLOW_DENY or FLOW_EMPTY. */
+static __always_inline int flow_cache_verdict(struct __sk_buff *skb, const struct endpoint *ep, int dir,
+					      struct flow_probe *fp, __u64 now)
+{
+	fp->slot = 0;
+	if (flow_cache_off || !flow_key_of(skb, ep->id, dir, fp))
+		return FLOW_EMPTY;
+	__u32 index = flow_slot_index(fp->key);
+	struct flow_slot *s = bpf_map_lookup_elem(&flow_cache, &index);
+	if (!s)
+		return FLOW_EMPTY;
+	fp->slot = s;
+	if (!flow_key_equal(s->key, fp->key) || s->revision != ep->revision || s->epoch != flow_cache_epoch)
+		return FLOW_EMPTY;
+	if (s->verdict == FLOW_ALLOW)
+		return !fp->tcp_state_change && now - s->stamp < flow_cache_jiffies ? FLOW_ALLOW : FLOW_EMPTY;
+	if (s->verdict == FLOW_DENY) {
+		__u32 *g = ct_generation(s->generation_index);
+		return g && *g == s->generation ? FLOW_DENY : FLOW_EMPTY;
+	}
+	return FLOW_EMPTY;
+}
+
+static __always_inline void flow_cache_fill(struct flow_probe *fp, const struct endpoint *ep, __u8 verdict)
+{
+	struct flow_slot *s = fp->slot;
+	if (!s)
+		return;
+	__builtin_memcpy(s->key, fp->key, sizeof(s->key));
+	s->revision = ep->revision;
+	s->epoch = flow_cache_epoch;
+	s->verdict = verdict;
+}
+
+/* Remembers that the full path allowed a packet of a live, tracked flow
+ * at time now. Packets that hit the slot change no TCP state: without
+ * SYN, FIN or RST only a reply in state SYN would (to established), and
+ * the reply has a key of its own, whose slot the full path fills. */
+static __always_inline void flow_cache_allow(struct flow_probe *fp, const struct endpoint *ep, __u64 now)
+{
+	if (!fp->slot || fp->tcp_state_change)
+		return;
+	fp->slot->stamp = now;
+	flow_cache_fill(fp, ep, FLOW_ALLOW);
+}
+
+/* Remembers that the rules denied an untracked packet; generation is the
+ * flow's bucket as read before conntrack was looked up. */
+static __always_inline void flow_cache_deny(struct flow_probe *fp, const struct endpoint *ep, __u32 index,
+					    __u32 generation)
+{
+	if (!fp->slot)
+		return;
+	fp->slot->generation_index = index;
+	fp->slot->generation = generation;
+	flow_cache_fill(fp, ep, FLOW_DENY);
+}

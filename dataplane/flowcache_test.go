@@ -1,0 +1,239 @@
+package dataplane
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/palisade-net/palisade/policy"
+	"github.com/palisade-net/palisade/policy/packet"
+	"github.com/palisade-net/palisade/policy/policygen"
+)
+
+// cacheStep is one step of a replayed sequence: a frame through one
+// direction, or (with a policy) a policy change.
+type cacheStep struct {
+	dir    policy.Dir
+	frame  []byte
+	policy *policy.Endpoint
+}
+
+// flowSequence makes frames that come back to a small pool of flows in
+// both directions, with every TCP flag combination, variations and broken
+// copies of the pool's headers, and policy changes in between: what the
+// cache must judge like the full path.
+func flowSequence(r *rand.Rand, steps int) []cacheStep {
+	ep := policygen.Endpoint(r)
+	gens := [2]*frameGen{newFrameGen(r, &ep.Ingress), newFrameGen(r, &ep.Egress)}
+	type flow struct {
+		pod, peer         netip.Addr
+		podPort, peerPort uint16
+		proto             policy.Protocol
+	}
+	var flows []flow
+	for range 24 {
+		dir := policy.Dir(r.IntN(2))
+		peer := gens[dir].peer()
+		flows = append(flows, flow{pod: policygen.RandomAddr(r, peer.Is6()), peer: peer, podPort: gens[dir].port(),
+			peerPort: gens[dir].port(), proto: []policy.Protocol{policy.TCP, policy.TCP, policy.UDP, policy.SCTP}[r.IntN(4)]})
+	}
+	flags := []uint8{packet.SYN, packet.SYN | packet.ACK, packet.ACK, packet.ACK | 0x08, packet.ACK, packet.FIN | packet.ACK, 0x04, 0x04 | packet.ACK, 0}
+	out := []cacheStep{{policy: ep}}
+	for range steps {
+		if r.IntN(400) == 0 {
+			if r.IntN(2) == 0 {
+				ep = policygen.Endpoint(r)
+				gens = [2]*frameGen{newFrameGen(r, &ep.Ingress), newFrameGen(r, &ep.Egress)}
+			}
+			out = append(out, cacheStep{policy: ep})
+		}
+		f := flows[r.IntN(len(flows))]
+		dir := policy.Dir(r.IntN(2))
+		s := packet.Spec{Src: f.peer, Dst: f.pod, SrcPort: f.peerPort, DstPort: f.podPort, Protocol: f.proto,
+			TCPFlags: flags[r.IntN(len(flags))]}
+		if dir == policy.Egress {
+			s.Src, s.Dst, s.SrcPort, s.DstPort = f.pod, f.peer, f.podPort, f.peerPort
+		}
+		if r.IntN(3) == 0 {
+			s.Payload = make([]byte, r.IntN(100))
+		}
+		if r.IntN(5) == 0 {
+			if f.peer.Is4() {
+				gens[dir].ipv4Variations(&s)
+			} else {
+				gens[dir].ipv6Variations(&s)
+			}
+		}
+		gens[dir].malform(&s)
+		out = append(out, cacheStep{dir: dir, frame: packet.Build(s)})
+	}
+	return out
+}
+
+// TestFlowCacheChangesNoVerdict replays sequences of frames that keep
+// returning to the same flows, once with the flow cache off and once on,
+// from the same empty state, and wants the same verdict for every frame.
+func TestFlowCacheChangesNoVerdict(t *testing.T) {
+	d := newDataplane(t, Config{FlowCacheSlots: 64})
+	ifindex := dummyLink(t)
+	r := rand.New(rand.NewPCG(20261123, 7))
+	sequences, steps := 40, 6000
+	if testing.Short() {
+		sequences = 8
+	}
+	replay := func(seq []cacheStep, cache bool) []bool {
+		if err := d.SetFlowCache(cache); err != nil {
+			t.Fatal(err)
+		}
+		flushState(t, d)
+		var verdicts []bool
+		for _, step := range seq {
+			if step.policy != nil {
+				if _, err := d.SetPolicy(ifindex, step.policy); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			got, err := runFrameErr(d, step.dir, ifindex, step.frame)
+			if err != nil && truncatedIPHeader(step.frame) {
+				continue
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			verdicts = append(verdicts, got)
+		}
+		return verdicts
+	}
+	var frames, allowSlots, denySlots int
+	for range sequences {
+		seq := flowSequence(r, steps)
+		full, cached := replay(seq, false), replay(seq, true)
+		allow, deny := flowCacheSlots(t, d)
+		allowSlots, denySlots = allowSlots+allow, denySlots+deny
+		frames += len(full)
+		if len(full) != len(cached) {
+			t.Fatalf("%d verdicts without the cache, %d with it", len(full), len(cached))
+		}
+		for i := range full {
+			if full[i] != cached[i] {
+				t.Fatalf("frame %d: allowed=%v by the full path, %v with the cache", i, full[i], cached[i])
+			}
+		}
+	}
+	t.Logf("%d frames judged alike with and without the cache; %d allow and %d deny slots filled", frames, allowSlots, denySlots)
+	if allowSlots == 0 || denySlots == 0 {
+		t.Fatalf("the cache held %d allows and %d denies: the sequences did not exercise it", allowSlots, denySlots)
+	}
+}
+
+// flowCacheSlots counts the filled slots of every CPU's flow cache.
+func flowCacheSlots(t *testing.T, d *Dataplane) (allow, deny int) {
+	t.Helper()
+	var perCPU []palisadeFlowSlot
+	for i := range d.objs.FlowCache.MaxEntries() {
+		if err := d.objs.FlowCache.Lookup(i, &perCPU); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range perCPU {
+			switch s.Verdict {
+			case 1:
+				allow++
+			case 2:
+				deny++
+			}
+		}
+	}
+	return allow, deny
+}
+
+// TestDeniedFlowPassesOnceThePodOpensIt: a cached deny of a peer's packet
+// no longer holds once the pod opens the same flow itself.
+func TestDeniedFlowPassesOnceThePodOpensIt(t *testing.T) {
+	d := newDataplane(t, Config{})
+	ifindex := dummyLink(t)
+	if _, err := d.SetPolicy(ifindex, egressOnlyWeb()); err != nil {
+		t.Fatal(err)
+	}
+	pod, peer := podIP, peerIP
+	reply := tcp(peer, pod, 80, 40000, packet.ACK)
+	for range 3 {
+		if runFrame(t, d, policy.Ingress, ifindex, reply) {
+			t.Fatal("a peer's packet passed before the pod opened the flow")
+		}
+	}
+	if !runFrame(t, d, policy.Egress, ifindex, tcp(pod, peer, 40000, 80, packet.SYN)) {
+		t.Fatal("the pod's SYN to port 80 was dropped")
+	}
+	if !runFrame(t, d, policy.Ingress, ifindex, reply) {
+		t.Fatal("the reply stays denied by the cached deny after the pod opened the flow")
+	}
+	if err := d.RemovePolicy(ifindex); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestCachedFlowIsCutByRevocation: a flow the cache allows is cut on its
+// next packet when the policy stops allowing it.
+func TestCachedFlowIsCutByRevocation(t *testing.T) {
+	d := newDataplane(t, Config{})
+	ifindex := dummyLink(t)
+	if _, err := d.SetPolicy(ifindex, webPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	pod, peer := podIP, netip.MustParseAddr("10.0.1.9")
+	data := tcp(peer, pod, 40000, 80, packet.ACK)
+	if !runFrame(t, d, policy.Ingress, ifindex, tcp(peer, pod, 40000, 80, packet.SYN)) {
+		t.Fatal("SYN to port 80 dropped")
+	}
+	for range 3 {
+		if !runFrame(t, d, policy.Ingress, ifindex, data) {
+			t.Fatal("data of the open flow dropped")
+		}
+	}
+	if allow, _ := flowCacheSlots(t, d); allow == 0 {
+		t.Fatal("the open flow is not in the cache")
+	}
+	if _, err := d.SetPolicy(ifindex, &policy.Endpoint{Ingress: policy.Direction{Isolated: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if runFrame(t, d, policy.Ingress, ifindex, data) {
+		t.Fatal("the cache let a revoked flow through")
+	}
+}
+
+// TestCachedFlowStillTracksTCPState: packets that end a connection skip
+// the cache, so conntrack sees the FIN that shortens the flow's timeout.
+func TestCachedFlowStillTracksTCPState(t *testing.T) {
+	d := newDataplane(t, Config{})
+	ifindex := dummyLink(t)
+	if _, err := d.SetPolicy(ifindex, webPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	pod, peer := podIP, netip.MustParseAddr("10.0.1.9")
+	steps := []struct {
+		dir   policy.Dir
+		frame []byte
+	}{
+		{policy.Ingress, tcp(peer, pod, 40000, 80, packet.SYN)},
+		{policy.Egress, tcp(pod, peer, 80, 40000, packet.SYN|packet.ACK)},
+		{policy.Ingress, tcp(peer, pod, 40000, 80, packet.ACK)},
+		{policy.Ingress, tcp(peer, pod, 40000, 80, packet.ACK)},
+		{policy.Ingress, tcp(peer, pod, 40000, 80, packet.ACK)},
+		{policy.Ingress, tcp(peer, pod, 40000, 80, packet.FIN|packet.ACK)},
+	}
+	for i, s := range steps {
+		if !runFrame(t, d, s.dir, ifindex, s.frame) {
+			t.Fatalf("step %d dropped", i)
+		}
+	}
+	key := palisadeCtKey4{EndpointProto: d.endpoints[ifindex].value.Id<<8 | uint32(policy.TCP), Pod: pod.As4(), Peer: peer.As4(),
+		PodPort: 80, PeerPort: 40000}
+	var entry palisadeCtEntry
+	if err := d.objs.Conntrack4.Lookup(&key, &entry); err != nil {
+		t.Fatal(err)
+	}
+	if entry.State != ctTCPClosing {
+		t.Fatalf("conntrack state %d after the FIN, want closing (%d)", entry.State, ctTCPClosing)
+	}
+}
