@@ -37,10 +37,10 @@ func TestMeasureSmallMatrix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 3 sizes x 2 families x 3 packet kinds, and growth 1 -> 1000 CIDRs
-	// for 3 kinds x 2 families at 1 endpoint.
-	if len(ms) != 18+6 {
-		t.Fatalf("%d measurements, want 24", len(ms))
+	// 3 sizes x 2 families x 5 packet kinds, and growth 1 -> 1000 CIDRs
+	// for 5 kinds x 2 families at 1 endpoint.
+	if want := 3*2*len(Packets) + 2*len(Packets); len(ms) != want {
+		t.Fatalf("%d measurements, want %d", len(ms), want)
 	}
 	run := &result.Run{}
 	for _, m := range ms {
@@ -66,6 +66,13 @@ func TestMeasureSmallMatrix(t *testing.T) {
 	}
 	if _, ok := run.Find("HotPath/growth/first-packet/ipv4/cidrs=1-to-1000/endpoints=1"); !ok {
 		t.Fatal("first-packet growth missing")
+	}
+	full, _ := run.Find("HotPath/established-full-path/ipv4/cidrs=1000/ports=0/endpoints=1")
+	cached, _ := run.Find("HotPath/established/ipv4/cidrs=1000/ports=0/endpoints=1")
+	fullRatio, _ := full.Metric(result.RatioUnit)
+	cachedRatio, _ := cached.Metric(result.RatioUnit)
+	if fullRatio.Target != nil || cachedRatio.Target == nil || fullRatio.Value <= cachedRatio.Value {
+		t.Fatalf("established with the flow cache off %+v, on %+v: want it slower and without a target", fullRatio, cachedRatio)
 	}
 }
 
