@@ -110,6 +110,7 @@ static __always_inline int enforce_fully(struct __sk_buff *skb, const struct end
 	struct ct_key key = {};
 	__u32 generation_index = 0, generation = 0;
 	int tracked = ct_key_of(&key, ep->id, dir, &p);
+	int opens = tcp_opens_connection(&p);
 	if (tracked) {
 		if (fp->slot) {
 			/* read before the lookup: an insert after it shows */
@@ -117,7 +118,9 @@ static __always_inline int enforce_fully(struct __sk_buff *skb, const struct end
 			__u32 *g = ct_generation(generation_index);
 			generation = g ? *g : 0;
 		}
-		struct ct_entry *e = ct_lookup_live(skb, ep, dir, &key, &p, now);
+		/* A SYN opens a new connection: the rules judge it, whatever
+		 * an older flow of the same addresses and ports left. */
+		struct ct_entry *e = opens ? 0 : ct_lookup_live(skb, ep, dir, &key, &p, now);
 		if (e) {
 			ct_refresh(e, &p, dir, now);
 			if (p.first_fragment)
@@ -141,7 +144,9 @@ static __always_inline int enforce_fully(struct __sk_buff *skb, const struct end
 		allowed = rules_allow(ep, dir, p.family, dir == DIR_INGRESS ? p.src : p.dst, p.proto, p.has_port,
 				      p.dport, &rule);
 	if (!allowed) {
-		if (tracked)
+		/* A flow tracked under another origin may follow a denied SYN:
+		 * the deny is not its verdict to hold. */
+		if (tracked && !(opens && ct_find(&key)))
 			flow_cache_deny(fp, ep, generation_index, generation);
 		emit_event(skb, ep->id, dir, &p, 0, EVENT_DENY, 0, now);
 		return finish(skb, ep, dir, 0);

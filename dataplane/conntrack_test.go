@@ -70,6 +70,49 @@ func TestRepliesOfAllowedFlowsPass(t *testing.T) {
 	}
 }
 
+// TestSYNOpensANewConnection: a SYN is judged by the rules of its own
+// direction even when a flow of the same addresses and ports is tracked,
+// so that a peer cannot reuse the ports of a connection the pod opened to
+// open one into the pod; a SYN the rules allow replaces the old flow.
+func TestSYNOpensANewConnection(t *testing.T) {
+	for _, cache := range []bool{false, true} {
+		// One event token: a cached deny is then final, not re-judged
+		// by the full path to send its event.
+		d := newDataplane(t, Config{EventRate: 1, EventBurst: 1})
+		if err := d.SetFlowCache(cache); err != nil {
+			t.Fatal(err)
+		}
+		ifindex := dummyLink(t)
+		if _, err := d.SetPolicy(ifindex, egressOnlyWeb()); err != nil {
+			t.Fatal(err)
+		}
+		steps := []struct {
+			name  string
+			dir   policy.Dir
+			frame []byte
+			want  bool
+		}{
+			{"SYN out", policy.Egress, tcp(podIP, peerIP, 33000, 80, packet.SYN), true},
+			{"SYN-ACK back", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.SYN|packet.ACK), true},
+			{"FIN out", policy.Egress, tcp(podIP, peerIP, 33000, 80, packet.FIN|packet.ACK), true},
+			{"FIN back", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.FIN|packet.ACK), true},
+			{"peer SYN on the closed flow's ports", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.SYN), false},
+			{"the same SYN again", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.SYN), false},
+			{"SYN out again", policy.Egress, tcp(podIP, peerIP, 33000, 80, packet.SYN), true},
+			{"SYN-ACK back again", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.SYN|packet.ACK), true},
+			{"data back", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.ACK), true},
+			{"stray peer SYN inside the connection", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.SYN), false},
+			{"data back after it", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.ACK), true},
+			{"data back once more", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.ACK), true},
+		}
+		for _, s := range steps {
+			if got := runFrame(t, d, s.dir, ifindex, s.frame); got != s.want {
+				t.Errorf("cache %v: %s: allowed=%v, want %v", cache, s.name, got, s.want)
+			}
+		}
+	}
+}
+
 func TestConntrackIsPerEndpoint(t *testing.T) {
 	d := newDataplane(t, Config{})
 	a, b := dummyLink(t), dummyLink(t)

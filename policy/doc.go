@@ -5,7 +5,9 @@
 // them; the eBPF programs implement them too and are tested against
 // Evaluate. Connection tracking (replies, related ICMP errors, tracked
 // fragments) only ever adds "allow" on top of them, for packets of flows
-// these rules allowed.
+// these rules allowed; a TCP SYN without ACK, FIN or RST always opens a
+// new connection and gets nothing from an older flow of the same
+// addresses and ports.
 //
 //  1. A direction that is not Isolated allows every packet.
 //  2. Ethernet: fewer than 14 bytes: drop. EtherType ARP (0x0806): allow.

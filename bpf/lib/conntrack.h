@@ -191,6 +191,12 @@ static __always_inline int ct_key_of(struct ct_key *k, __u32 endpoint, int dir, 
 	return 1;
 }
 
+/* A SYN without ACK, FIN or RST: the first packet of a TCP connection. */
+static __always_inline int tcp_opens_connection(const struct packet *p)
+{
+	return p->proto == PROTO_TCP && (p->tcp_flags & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST)) == TCP_SYN;
+}
+
 static __always_inline __u8 ct_state_of_new(const struct packet *p)
 {
 	switch (p->proto) {

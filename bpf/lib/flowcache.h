@@ -56,7 +56,11 @@ volatile __u32 flow_cache_epoch;
 /* Set from Go to send every packet through the full path. */
 volatile __u32 flow_cache_off;
 
-#define CT_GENERATIONS (1 << 16)
+/* 2048 buckets of 8 bytes (array values are 8-byte aligned): small
+ * enough for the kernel to allocate from its linearly mapped memory, so
+ * that the random bucket every first packet touches costs no page walk.
+ * A bucket shared by unrelated flows only ends a cached deny early. */
+#define CT_GENERATIONS (1 << 11)
 
 /* Pinned: programs of an older and a newer agent may run side by side
  * while links move, and both must see each other's inserts. */
