@@ -184,7 +184,7 @@ type Dataplane struct {
 // the freshly loaded programs without a moment unenforced.
 func Open(cfg Config) (*Dataplane, error) {
 	cfg = cfg.withDefaults()
-	if cfg.MaxEndpoints > maxEndpointSlots {
+	if endpointSlots(cfg.MaxEndpoints) > maxEndpointSlots {
 		return nil, fmt.Errorf("MaxEndpoints %d exceeds the %d endpoint slots conntrack keys hold", cfg.MaxEndpoints, maxEndpointSlots)
 	}
 	if n := cfg.FlowCacheSlots; n&(n-1) != 0 || n > maxFlowCacheSlots {
@@ -203,10 +203,10 @@ func Open(cfg Config) (*Dataplane, error) {
 	sizes := map[string]int{
 		"endpoint_refs":      cfg.IfindexArraySize,
 		"endpoint_refs_hash": cfg.MaxEndpoints,
-		"endpoint_records":   2 * cfg.MaxEndpoints,
+		"endpoint_records":   2 * endpointSlots(cfg.MaxEndpoints),
 		"cidr_rules":         cfg.RuleCapacity,
 		"port_rules":         cfg.PortRuleCapacity,
-		"endpoint_counters":  2 * cfg.MaxEndpoints,
+		"endpoint_counters":  2 * endpointSlots(cfg.MaxEndpoints),
 		"conntrack4":         cfg.ConntrackSize,
 		"conntrack6":         cfg.ConntrackSize,
 		"fragments":          cfg.FragmentSize,

@@ -196,7 +196,7 @@ func (g *frameGen) malform(s *packet.Spec) {
 func flushState(t testing.TB, d *Dataplane) {
 	t.Helper()
 	var ids = map[uint32]bool{}
-	for slot := range uint32(d.cfg.MaxEndpoints) {
+	for slot := range uint32(endpointSlots(d.cfg.MaxEndpoints)) {
 		ids[slot] = true
 	}
 	if _, err := d.forgetEndpointState(ids); err != nil {

@@ -264,12 +264,27 @@ func (d *Dataplane) setEndpointRef(ifindex int, ref uint32) error {
 	return nil
 }
 
+// Endpoint slot s owns records 2s and 2s+1, referenced as 2s+1 and 2s+2.
+// The kernel copies a value written from user space into an array map with
+// no promise that a concurrent reader sees it whole, so a slot whose two
+// references differ beyond their lowest byte (s%128 == 127: 255 and 256) is
+// never handed out: a program that reads a reference being switched then
+// sees either the old or the new one, never a mix such as 0 (no policy).
+func switchesInOneByte(slot uint32) bool { return slot%128 != 127 }
+
+// endpointSlots is the number of slots that holds maxEndpoints usable ones.
+func endpointSlots(maxEndpoints int) int { return maxEndpoints + maxEndpoints/127 + 1 }
+
 func (d *Dataplane) slotFor(old *endpointRecord) (uint32, error) {
 	if old != nil {
 		return old.value.Id, nil
 	}
 	for attempt := 0; attempt < 2; attempt++ {
-		for slot := uint32(0); slot < uint32(d.cfg.MaxEndpoints); slot++ {
+		for slot, usable := uint32(0), 0; usable < d.cfg.MaxEndpoints; slot++ {
+			if !switchesInOneByte(slot) {
+				continue
+			}
+			usable++
 			if !d.slotsUsed[slot] {
 				d.slotsUsed[slot] = true
 				return slot, nil

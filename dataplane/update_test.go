@@ -288,3 +288,42 @@ func TestCloseFreesRetiredEntries(t *testing.T) {
 		t.Errorf("%d CIDR entries pinned after Close, want the live policy's 10", entries)
 	}
 }
+
+// TestReferenceSwitchesChangeOneByte fills more than 256 endpoint slots and
+// updates each endpoint: its reference must only ever change in its lowest
+// byte, so that a program reading it while user space writes it byte by
+// byte sees the old or the new record, never another one or none. The
+// slots skipped for that still leave MaxEndpoints endpoints, and no more.
+func TestReferenceSwitchesChangeOneByte(t *testing.T) {
+	const endpoints = 300
+	d := newDataplane(t, Config{MaxEndpoints: endpoints})
+	ref := func(ifindex int) uint32 {
+		t.Helper()
+		var v uint32
+		if err := d.objs.EndpointRefs.Lookup(uint32(ifindex), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	first, second := webPolicy(), webPolicy()
+	second.Ingress.Rules[0].Ports[0].Port++
+	var previous []uint32
+	for i := range endpoints {
+		if _, err := d.SetPolicy(1000+i, first); err != nil {
+			t.Fatalf("endpoint %d of %d: %v", i+1, endpoints, err)
+		}
+		previous = append(previous, ref(1000+i))
+	}
+	if _, err := d.SetPolicy(1000+endpoints, first); !errors.Is(err, ErrCapacity) {
+		t.Errorf("endpoint %d of MaxEndpoints %d: err %v, want ErrCapacity", endpoints+1, endpoints, err)
+	}
+	for i := range endpoints {
+		if _, err := d.SetPolicy(1000+i, second); err != nil {
+			t.Fatal(err)
+		}
+		now := ref(1000 + i)
+		if now == previous[i] || (now^previous[i])&^0xff != 0 || now == 0 {
+			t.Errorf("endpoint %d: reference %#x became %#x", i, previous[i], now)
+		}
+	}
+}
