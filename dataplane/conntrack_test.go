@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -32,12 +33,7 @@ func TestRepliesOfAllowedFlowsPass(t *testing.T) {
 	if _, err := d.SetPolicy(ifindex, egressOnlyWeb()); err != nil {
 		t.Fatal(err)
 	}
-	steps := []struct {
-		name  string
-		dir   policy.Dir
-		frame []byte
-		want  bool
-	}{
+	runSteps(t, d, ifindex, "", []verdictStep{
 		{"unsolicited SYN-ACK before the flow", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.SYN|packet.ACK), false},
 		{"SYN out", policy.Egress, tcp(podIP, peerIP, 33000, 80, packet.SYN), true},
 		{"SYN-ACK back", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.SYN|packet.ACK), true},
@@ -62,12 +58,7 @@ func TestRepliesOfAllowedFlowsPass(t *testing.T) {
 			ICMP: packet.ICMP{Type: packet.ICMPv6PacketTooBig, MTU: 1280,
 				Inner: &packet.Spec{Src: podIP6, Dst: peerIP6, Protocol: policy.TCP, SrcPort: 33000, DstPort: 80}}}), true},
 		{"RST back", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.RST), true},
-	}
-	for _, s := range steps {
-		if got := runFrame(t, d, s.dir, ifindex, s.frame); got != s.want {
-			t.Errorf("%s: allowed=%v, want %v", s.name, got, s.want)
-		}
-	}
+	})
 }
 
 // TestSYNOpensANewConnection: a SYN is judged by the rules of its own
@@ -86,12 +77,7 @@ func TestSYNOpensANewConnection(t *testing.T) {
 		if _, err := d.SetPolicy(ifindex, egressOnlyWeb()); err != nil {
 			t.Fatal(err)
 		}
-		steps := []struct {
-			name  string
-			dir   policy.Dir
-			frame []byte
-			want  bool
-		}{
+		runSteps(t, d, ifindex, fmt.Sprintf("cache %v: ", cache), []verdictStep{
 			{"SYN out", policy.Egress, tcp(podIP, peerIP, 33000, 80, packet.SYN), true},
 			{"SYN-ACK back", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.SYN|packet.ACK), true},
 			{"FIN out", policy.Egress, tcp(podIP, peerIP, 33000, 80, packet.FIN|packet.ACK), true},
@@ -104,12 +90,7 @@ func TestSYNOpensANewConnection(t *testing.T) {
 			{"stray peer SYN inside the connection", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.SYN), false},
 			{"data back after it", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.ACK), true},
 			{"data back once more", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.ACK), true},
-		}
-		for _, s := range steps {
-			if got := runFrame(t, d, s.dir, ifindex, s.frame); got != s.want {
-				t.Errorf("cache %v: %s: allowed=%v, want %v", cache, s.name, got, s.want)
-			}
-		}
+		})
 	}
 }
 

@@ -113,3 +113,22 @@ func runFrameErr(d *Dataplane, dir policy.Dir, ifindex int, frame []byte) (bool,
 	}
 	return false, errors.New("unexpected return code")
 }
+
+// verdictStep is a frame sent in one direction and the verdict it must get.
+type verdictStep struct {
+	name  string
+	dir   policy.Dir
+	frame []byte
+	want  bool
+}
+
+// runSteps sends the steps in order through ifindex's programs and reports
+// every wrong verdict, its name after prefix.
+func runSteps(t *testing.T, d *Dataplane, ifindex int, prefix string, steps []verdictStep) {
+	t.Helper()
+	for _, s := range steps {
+		if got := runFrame(t, d, s.dir, ifindex, s.frame); got != s.want {
+			t.Errorf("%s%s: allowed=%v, want %v", prefix, s.name, got, s.want)
+		}
+	}
+}

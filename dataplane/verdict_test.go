@@ -62,12 +62,7 @@ func TestStatelessVerdictsAndCounters(t *testing.T) {
 	if _, err := d.SetPolicy(ifindex, webPolicy()); err != nil {
 		t.Fatal(err)
 	}
-	cases := []struct {
-		name  string
-		dir   policy.Dir
-		frame []byte
-		want  bool
-	}{
+	cases := []verdictStep{
 		{"ingress tcp 80 from allowed peer", policy.Ingress, tcp(peerIP, podIP, 40000, 80, packet.SYN), true},
 		{"ingress tcp 81", policy.Ingress, tcp(peerIP, podIP, 40001, 81, packet.SYN), false},
 		{"ingress from other peer", policy.Ingress, tcp(otherIP, podIP, 40002, 80, packet.SYN), false},
