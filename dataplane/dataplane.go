@@ -13,7 +13,8 @@
 // port whose longest match decides protocol and port. A policy is replaced
 // by writing the new entries under a fresh id and the new record into the
 // endpoint's spare record and switching the ifindex's reference to it in one
-// 4-byte write. The old entries are retired: a background goroutine waits
+// map update that changes only the reference's lowest byte
+// (switchesInOneByte), so no reader can see a mix. The old entries are retired: a background goroutine waits
 // until no program can still be reading through an old reference
 // (waitForPrograms), once for everything retired so far, then deletes
 // them; the old record is written again only after such a wait. Connection tracking

@@ -104,6 +104,9 @@ static __always_inline void ct_generation_bump(const struct ct_key *k)
 struct flow_probe {
 	__u64 key[FLOW_KEY_WORDS];
 	struct flow_slot *slot;
+	/* read before conntrack: Go raises it after deleting entries, so a
+	 * verdict reached on an entry deleted meanwhile is filled stale */
+	__u32 epoch;
 	__u8 tcp_state_change;	/* SYN, FIN or RST */
 };
 
@@ -196,6 +199,7 @@ static __always_inline int flow_cache_verdict(struct __sk_buff *skb, const struc
 					      struct flow_probe *fp, __u64 now)
 {
 	fp->slot = 0;
+	fp->epoch = flow_cache_epoch;
 	if (flow_cache_off || !flow_key_of(skb, ep->id, dir, fp))
 		return FLOW_EMPTY;
 	__u32 index = flow_slot_index(fp->key);
@@ -203,7 +207,7 @@ static __always_inline int flow_cache_verdict(struct __sk_buff *skb, const struc
 	if (!s)
 		return FLOW_EMPTY;
 	fp->slot = s;
-	if (!flow_key_equal(s->key, fp->key) || s->revision != ep->revision || s->epoch != flow_cache_epoch)
+	if (!flow_key_equal(s->key, fp->key) || s->revision != ep->revision || s->epoch != fp->epoch)
 		return FLOW_EMPTY;
 	if (s->verdict == FLOW_ALLOW)
 		return !fp->tcp_state_change && now - s->stamp < flow_cache_jiffies ? FLOW_ALLOW : FLOW_EMPTY;
@@ -221,7 +225,7 @@ static __always_inline void flow_cache_fill(struct flow_probe *fp, const struct 
 		return;
 	__builtin_memcpy(s->key, fp->key, sizeof(s->key));
 	s->revision = ep->revision;
-	s->epoch = flow_cache_epoch;
+	s->epoch = fp->epoch;
 	s->verdict = verdict;
 }
 
