@@ -57,7 +57,9 @@ type Config struct {
 	EventRate        int // events per second per CPU; default 1000
 	EventBurst       int // default 2 * EventRate
 	// FlowCacheSlots: verdicts per CPU the programs keep in front of
-	// conntrack and the rules; a power of two, default 1024.
+	// conntrack and the rules; a power of two, default 256 (18 KiB a CPU:
+	// small enough that probing it for a new flow stays in cache, while
+	// the busiest flows of a CPU keep their slots).
 	FlowCacheSlots int
 	Timeouts       Timeouts
 	// ForceTCLegacy attaches with clsact + cls_bpf even where TCX exists
@@ -97,7 +99,7 @@ func (c Config) withDefaults() Config {
 	def(&c.EventRingBytes, 1<<20)
 	def(&c.EventRate, 1000)
 	def(&c.EventBurst, 2*c.EventRate)
-	def(&c.FlowCacheSlots, 1024)
+	def(&c.FlowCacheSlots, 256)
 	t := &c.Timeouts
 	dur := func(v *time.Duration, d time.Duration) {
 		if *v <= 0 {
