@@ -14,10 +14,11 @@
 // by writing the new entries under a fresh id and the new record into the
 // endpoint's spare record and switching the ifindex's reference to it in one
 // map update that changes only the reference's lowest byte
-// (switchesInOneByte), so no reader can see a mix. The old entries are retired: a background goroutine waits
-// until no program can still be reading through an old reference
-// (waitForPrograms), once for everything retired so far, then deletes
-// them; the old record is written again only after such a wait. Connection tracking
+// (switchesInOneByte), so no reader can see a mix. The old entries are
+// retired: a background goroutine waits until no program can still be
+// reading through an old reference (waitForPrograms), once for everything
+// retired so far, then deletes them; the old record is written again only
+// after such a wait. Connection tracking
 // (conntrack4 and conntrack6 LRUs, keyed by endpoint and seen from the pod)
 // admits replies and related ICMP errors; entries carry the policy revision
 // they were judged under and are judged again when it changes. In front of

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"math/rand/v2"
 	"net/netip"
+	"path/filepath"
 	"testing"
 
 	"github.com/palisade-net/palisade/policy"
@@ -235,5 +236,18 @@ func TestCachedFlowStillTracksTCPState(t *testing.T) {
 	}
 	if entry.State != ctTCPClosing {
 		t.Fatalf("conntrack state %d after the FIN, want closing (%d)", entry.State, ctTCPClosing)
+	}
+}
+
+// TestFlowCacheSizeMustBeAPowerOfTwo: an operator's flag value that is
+// not a power of two in range is refused before anything is loaded.
+func TestFlowCacheSizeMustBeAPowerOfTwo(t *testing.T) {
+	ensureBPFFS(t)
+	for _, slots := range []int{3, 96, 1 << 21} {
+		d, err := Open(Config{PinPath: filepath.Join(bpffs, randomName("palisade-test-")), FlowCacheSlots: slots})
+		if err == nil {
+			d.Purge()
+			t.Errorf("FlowCacheSlots %d accepted", slots)
+		}
 	}
 }

@@ -53,6 +53,9 @@ func run() error {
 	if *flowLogRate <= 0 {
 		return fmt.Errorf("--flow-log-rate must be positive")
 	}
+	if *flowCacheSlots < 0 {
+		return fmt.Errorf("--flow-cache-slots must be a power of two, or 0 for the default")
+	}
 
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
