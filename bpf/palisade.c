@@ -89,10 +89,13 @@ static __always_inline int later_fragment_follows(const struct endpoint *ep, int
 }
 
 /* The full path: parse, conntrack, rules. Its verdicts on plain TCP and
- * UDP frames go into the flow cache through fp. */
-static __always_inline int enforce_fully(struct __sk_buff *skb, const struct endpoint *ep, int dir,
-					 struct flow_probe *fp, __u64 now)
+ * UDP frames go into the flow cache through fp. A global function: the
+ * verifier checks it once, and the compiler keeps the flow cache's hot
+ * path, which calls it, free of its register pressure. */
+__noinline int enforce_fully(struct __sk_buff *skb, const struct endpoint *ep, int dir, struct flow_probe *fp, __u64 now)
 {
+	if (!ep || !fp)
+		return TC_ACT_SHOT;
 	int isolated = isolated_in(ep, dir);
 
 	struct packet p = {};
@@ -112,7 +115,7 @@ static __always_inline int enforce_fully(struct __sk_buff *skb, const struct end
 	int tracked = ct_key_of(&key, ep->id, dir, &p);
 	int opens = tcp_opens_connection(&p);
 	if (tracked) {
-		if (fp->slot) {
+		if (fp->has_slot) {
 			/* read before the lookup: an insert after it shows */
 			generation_index = ct_generation_index(&key);
 			__u32 *g = ct_generation(generation_index);

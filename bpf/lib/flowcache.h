@@ -1,9 +1,11 @@
 /* A per-CPU, direct-mapped cache of the verdicts the full path reached on
  * plain TCP and UDP packets, in front of conntrack and the rules.
  *
- * Its key is read straight from the frame (endpoint, direction, addresses,
- * ports, protocol), and a slot holds a verdict only while nothing it
- * depends on changed:
+ * Its key is the veth's ifindex, the direction and what is read straight
+ * from the frame (addresses, ports, protocol): none of it waits for the
+ * endpoint record, which is loaded meanwhile. The endpoint revision, unique
+ * to one policy of one endpoint, tells a reused ifindex apart. A slot holds
+ * a verdict only while nothing it depends on changed:
  * - allow: the flow's conntrack entry was live and judged under the
  *   endpoint's current revision less than flow_cache_jiffies ago, and the
  *   packet carries no SYN, FIN or RST (which change the TCP state);
@@ -100,14 +102,18 @@ static __always_inline void ct_generation_bump(const struct ct_key *k)
 		__sync_fetch_and_add(g, 1);
 }
 
-/* What the fast parse found: a key when the frame is plain enough. */
+/* What the fast parse found: the frame's key and slot, when the frame is
+ * plain enough. Only scalars: the full path takes it as an argument of a
+ * global function. */
 struct flow_probe {
 	__u64 key[FLOW_KEY_WORDS];
-	struct flow_slot *slot;
 	/* read before conntrack: Go raises it after deleting entries, so a
 	 * verdict reached on an entry deleted meanwhile is filled stale */
 	__u32 epoch;
+	__u32 slot_index;
+	__u8 has_slot;
 	__u8 tcp_state_change;	/* SYN, FIN or RST */
+	__u8 pad[2];
 };
 
 #define FLOW_TCP_STATE_FLAGS (TCP_SYN | TCP_FIN | TCP_RST)
@@ -116,7 +122,7 @@ struct flow_probe {
  * frame whose headers are in the linear data; 0 for any other frame. The
  * checks are the full parser's for such frames, so both judge a frame
  * under the same key alike. */
-static __always_inline int flow_key_of(struct __sk_buff *skb, __u32 endpoint, int dir, struct flow_probe *fp)
+static __always_inline int flow_key_of(struct __sk_buff *skb, __u32 ifindex, int dir, struct flow_probe *fp)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -168,7 +174,7 @@ static __always_inline int flow_key_of(struct __sk_buff *skb, __u32 endpoint, in
 	} else {
 		return 0;
 	}
-	fp->key[0] = (__u64)endpoint << 32 | family << 16 | (__u64)dir << 8 | proto;
+	fp->key[0] = (__u64)ifindex << 32 | family << 16 | (__u64)dir << 8 | proto;
 	if (family == 4) {
 		fp->key[2] = *(__u32 *)l4;
 	} else {
@@ -180,33 +186,37 @@ static __always_inline int flow_key_of(struct __sk_buff *skb, __u32 endpoint, in
 
 static __always_inline __u32 flow_slot_index(const __u64 *key)
 {
-	__u64 a = (key[0] ^ key[3]) * 0x9e3779b97f4a7c15ULL;
-	__u64 b = (key[1] ^ key[4]) * 0xc2b2ae3d27d4eb4fULL;
-	__u64 c = (key[2] ^ key[5]) * 0x165667b19e3779f9ULL;
-	__u64 h = (a ^ b ^ c) * 0x9e3779b97f4a7c15ULL;
-	return h >> (64 - (flow_cache_bits & 31));
+	__u64 h = key[0] ^ key[1] ^ key[2] ^ key[3] ^ key[4] ^ key[5];
+	h ^= h >> 29;
+	return (h * 0x9e3779b97f4a7c15ULL) >> (64 - (flow_cache_bits & 31));
 }
 
+/* The family is in word 0 and an IPv4 key's words 3 to 5 are zero: equal
+ * first words make the rest of two IPv4 keys equal. */
 static __always_inline int flow_key_equal(const __u64 *a, const __u64 *b)
 {
-	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
+	if ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]))
+		return 0;
+	if (((a[0] >> 16) & 0xff) == 4)
+		return 1;
+	return ((a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
 }
 
-/* Finds the frame's slot (fp->slot stays 0 for a frame the cache does not
- * take) and returns the verdict it holds for the frame: FLOW_ALLOW,
- * FLOW_DENY or FLOW_EMPTY. */
+/* Finds the frame's slot (fp->has_slot stays 0 for a frame the cache
+ * does not take) and returns the verdict it holds for the frame:
+ * FLOW_ALLOW, FLOW_DENY or FLOW_EMPTY. */
 static __always_inline int flow_cache_verdict(struct __sk_buff *skb, const struct endpoint *ep, int dir,
 					      struct flow_probe *fp, __u64 now)
 {
-	fp->slot = 0;
+	struct flow_slot *s = 0;
 	fp->epoch = flow_cache_epoch;
-	if (flow_cache_off || !flow_key_of(skb, ep->id, dir, fp))
-		return FLOW_EMPTY;
-	__u32 index = flow_slot_index(fp->key);
-	struct flow_slot *s = bpf_map_lookup_elem(&flow_cache, &index);
+	if (!flow_cache_off && flow_key_of(skb, skb->ifindex, dir, fp)) {
+		fp->slot_index = flow_slot_index(fp->key);
+		s = bpf_map_lookup_elem(&flow_cache, &fp->slot_index);
+	}
+	fp->has_slot = s != 0;
 	if (!s)
 		return FLOW_EMPTY;
-	fp->slot = s;
 	if (!flow_key_equal(s->key, fp->key) || s->revision != ep->revision || s->epoch != fp->epoch)
 		return FLOW_EMPTY;
 	if (s->verdict == FLOW_ALLOW)
@@ -218,11 +228,16 @@ static __always_inline int flow_cache_verdict(struct __sk_buff *skb, const struc
 	return FLOW_EMPTY;
 }
 
-static __always_inline void flow_cache_fill(struct flow_probe *fp, const struct endpoint *ep, __u8 verdict)
+static __always_inline struct flow_slot *flow_slot_of(struct flow_probe *fp)
 {
-	struct flow_slot *s = fp->slot;
-	if (!s)
-		return;
+	if (!fp->has_slot)
+		return 0;
+	return bpf_map_lookup_elem(&flow_cache, &fp->slot_index);
+}
+
+static __always_inline void flow_cache_fill(struct flow_slot *s, const struct flow_probe *fp, const struct endpoint *ep,
+					    __u8 verdict)
+{
 	__builtin_memcpy(s->key, fp->key, sizeof(s->key));
 	s->revision = ep->revision;
 	s->epoch = fp->epoch;
@@ -235,10 +250,13 @@ static __always_inline void flow_cache_fill(struct flow_probe *fp, const struct 
  * the reply has a key of its own, whose slot the full path fills. */
 static __always_inline void flow_cache_allow(struct flow_probe *fp, const struct endpoint *ep, __u64 now)
 {
-	if (!fp->slot || fp->tcp_state_change)
+	if (fp->tcp_state_change)
 		return;
-	fp->slot->stamp = now;
-	flow_cache_fill(fp, ep, FLOW_ALLOW);
+	struct flow_slot *s = flow_slot_of(fp);
+	if (!s)
+		return;
+	s->stamp = now;
+	flow_cache_fill(s, fp, ep, FLOW_ALLOW);
 }
 
 /* Remembers that the rules denied an untracked packet; generation is the
@@ -246,9 +264,10 @@ static __always_inline void flow_cache_allow(struct flow_probe *fp, const struct
 static __always_inline void flow_cache_deny(struct flow_probe *fp, const struct endpoint *ep, __u32 index,
 					    __u32 generation)
 {
-	if (!fp->slot)
+	struct flow_slot *s = flow_slot_of(fp);
+	if (!s)
 		return;
-	fp->slot->generation_index = index;
-	fp->slot->generation = generation;
-	flow_cache_fill(fp, ep, FLOW_DENY);
+	s->generation_index = index;
+	s->generation = generation;
+	flow_cache_fill(s, fp, ep, FLOW_DENY);
 }
