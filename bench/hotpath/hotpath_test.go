@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/palisade-net/palisade/bench/result"
 )
@@ -99,5 +100,24 @@ func TestBadConfigIsAnError(t *testing.T) {
 	cfg := Config{Sizes: []Size{{CIDRs: 1, Endpoints: 1}}, Families: []int{5}, Repeat: 1, Rounds: 1, Flows: 1, PinPath: func(int) string { return "/nonexistent" }}
 	if _, err := Measure(cfg); err == nil || !strings.Contains(err.Error(), "family 5") {
 		t.Fatalf("family 5: %v", err)
+	}
+}
+
+// TestTrimmedMeanResolvesClockSteps: runs of 74 ns timed by a 10 ns clock
+// read 70 or 80; the median is one of the two, the trimmed mean is near 74,
+// and a preempted run does not move it.
+func TestTrimmedMeanResolvesClockSteps(t *testing.T) {
+	var samples []time.Duration
+	for i := range 100 {
+		if i%10 < 6 {
+			samples = append(samples, 70)
+		} else {
+			samples = append(samples, 80)
+		}
+	}
+	samples[3] = 50_000
+	got := trimmedMean(samples)
+	if got < 73 || got > 75 {
+		t.Fatalf("trimmed mean %v, want 73..75", got)
 	}
 }
