@@ -99,7 +99,11 @@ __noinline int enforce_fully(struct __sk_buff *skb, const struct endpoint *ep, i
 	int isolated = isolated_in(ep, dir);
 
 	struct packet p = {};
-	int parsed = parse_frame(skb, &p);
+	int parsed = PARSE_IP;
+	if (fp->parsed)
+		packet_of_probe(&p, fp);
+	else
+		parsed = parse_frame(skb, &p);
 	if (parsed != PARSE_IP) {
 		int allowed = !isolated || parsed == PARSE_ARP;
 		if (!allowed)

@@ -63,7 +63,7 @@ static __always_inline struct event_bucket *event_bucket_at(__u64 now)
 	__u64 elapsed = now > b->last ? now - b->last : 0;
 	if (elapsed > jiffies_per_second)
 		elapsed = jiffies_per_second;
-	__u64 refill = jiffies_per_second ? elapsed * event_rate / jiffies_per_second : 0;
+	__u64 refill = elapsed && jiffies_per_second ? elapsed * event_rate / jiffies_per_second : 0;
 	if (refill) {
 		b->tokens += refill;
 		if (b->tokens > event_burst)

@@ -112,7 +112,10 @@ struct flow_probe {
 	__u32 epoch;
 	__u32 slot_index;
 	__u8 has_slot;
+	__u8 parsed;		/* key holds the frame: see packet_of_probe */
 	__u8 tcp_state_change;	/* SYN, FIN or RST */
+	__u8 tcp_flags;
+	__u16 l4_len;
 	__u8 pad[2];
 };
 
@@ -166,14 +169,16 @@ static __always_inline int flow_key_of(struct __sk_buff *skb, __u32 ifindex, int
 	if (proto == PROTO_TCP) {
 		if (l4_len < 20 || (void *)(l4 + 20) > data_end)
 			return 0;
-		fp->tcp_state_change = (l4[13] & FLOW_TCP_STATE_FLAGS) != 0;
+		fp->tcp_flags = l4[13];
 	} else if (proto == PROTO_UDP) {
 		if (l4_len < 8)
 			return 0;
-		fp->tcp_state_change = 0;
+		fp->tcp_flags = 0;
 	} else {
 		return 0;
 	}
+	fp->tcp_state_change = (fp->tcp_flags & FLOW_TCP_STATE_FLAGS) != 0;
+	fp->l4_len = l4_len;
 	fp->key[0] = (__u64)ifindex << 32 | family << 16 | (__u64)dir << 8 | proto;
 	if (family == 4) {
 		fp->key[2] = *(__u32 *)l4;
@@ -210,7 +215,9 @@ static __always_inline int flow_cache_verdict(struct __sk_buff *skb, const struc
 {
 	struct flow_slot *s = 0;
 	fp->epoch = flow_cache_epoch;
+	fp->parsed = 0;
 	if (!flow_cache_off && flow_key_of(skb, skb->ifindex, dir, fp)) {
+		fp->parsed = 1;
 		fp->slot_index = flow_slot_index(fp->key);
 		s = bpf_map_lookup_elem(&flow_cache, &fp->slot_index);
 	}
@@ -226,6 +233,37 @@ static __always_inline int flow_cache_verdict(struct __sk_buff *skb, const struc
 		return g && *g == s->generation ? FLOW_DENY : FLOW_EMPTY;
 	}
 	return FLOW_EMPTY;
+}
+
+/* Fills p as parse_frame fills it for the frame whose key flow_key_of
+ * read: an option-less IPv4 or extension-less IPv6 TCP/UDP packet, no
+ * fragment, headers whole. p is zeroed. */
+static __always_inline void packet_of_probe(struct packet *p, const struct flow_probe *fp)
+{
+	__u8 proto = fp->key[0];
+	__u8 family = fp->key[0] >> 16;
+	__u32 ports;
+	if (family == 4) {
+		__builtin_memcpy(p->src, &fp->key[1], 4);
+		__builtin_memcpy(p->dst, (const __u8 *)&fp->key[1] + 4, 4);
+		ports = fp->key[2];
+		p->l4_off = ETH_HLEN + 20;
+	} else {
+		__builtin_memcpy(p->src, &fp->key[1], 8);
+		__builtin_memcpy(&p->src[8], &fp->key[2], 8);
+		__builtin_memcpy(p->dst, &fp->key[3], 8);
+		__builtin_memcpy(&p->dst[8], &fp->key[4], 8);
+		ports = fp->key[5];
+		p->l4_off = ETH_HLEN + 40;
+	}
+	p->family = family;
+	p->proto = proto;
+	p->frag_proto = proto;
+	p->l4_len = fp->l4_len;
+	p->sport = bpf_ntohs((__u16)ports);
+	p->dport = bpf_ntohs((__u16)(ports >> 16));
+	p->has_port = 1;
+	p->tcp_flags = fp->tcp_flags;
 }
 
 static __always_inline struct flow_slot *flow_slot_of(struct flow_probe *fp)
