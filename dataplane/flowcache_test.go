@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
@@ -31,11 +32,21 @@ func flowSequence(r *rand.Rand, steps int) []cacheStep {
 		podPort, peerPort uint16
 		proto             policy.Protocol
 	}
+	// Few addresses, so that flows differ only in the other address or the
+	// ports, and so share the first words of a cache key.
+	pods := map[bool][]netip.Addr{false: {policygen.RandomAddr(r, false), policygen.RandomAddr(r, false)},
+		true: {policygen.RandomAddr(r, true), policygen.RandomAddr(r, true)}}
+	var peers [2][]netip.Addr
+	for dir := range peers {
+		for range 3 {
+			peers[dir] = append(peers[dir], gens[dir].peer())
+		}
+	}
 	var flows []flow
 	for range 24 {
 		dir := policy.Dir(r.IntN(2))
-		peer := gens[dir].peer()
-		flows = append(flows, flow{pod: policygen.RandomAddr(r, peer.Is6()), peer: peer, podPort: gens[dir].port(),
+		peer := peers[dir][r.IntN(len(peers[dir]))]
+		flows = append(flows, flow{pod: pods[peer.Is6()][r.IntN(2)], peer: peer, podPort: gens[dir].port(),
 			peerPort: gens[dir].port(), proto: []policy.Protocol{policy.TCP, policy.TCP, policy.UDP, policy.SCTP}[r.IntN(4)]})
 	}
 	flags := []uint8{packet.SYN, packet.SYN | packet.ACK, packet.ACK, packet.ACK | 0x08, packet.ACK, packet.FIN | packet.ACK, 0x04, 0x04 | packet.ACK, 0}
@@ -74,13 +85,20 @@ func flowSequence(r *rand.Rand, steps int) []cacheStep {
 // TestFlowCacheChangesNoVerdict replays sequences of frames that keep
 // returning to the same flows, once with the flow cache off and once on,
 // from the same empty state, and wants the same verdict for every frame.
+// Two slots make every flow evict others and compare keys with them.
 func TestFlowCacheChangesNoVerdict(t *testing.T) {
-	d := newDataplane(t, Config{FlowCacheSlots: 64})
+	for _, slots := range []int{2, 64} {
+		t.Run(fmt.Sprintf("slots=%d", slots), func(t *testing.T) { testFlowCacheChangesNoVerdict(t, slots) })
+	}
+}
+
+func testFlowCacheChangesNoVerdict(t *testing.T, slots int) {
+	d := newDataplane(t, Config{FlowCacheSlots: slots})
 	ifindex := dummyLink(t)
-	r := rand.New(rand.NewPCG(20261123, 7))
-	sequences, steps := 40, 6000
+	r := rand.New(rand.NewPCG(20261123, uint64(slots)))
+	sequences, steps := 20, 6000
 	if testing.Short() {
-		sequences = 8
+		sequences = 4
 	}
 	replay := func(seq []cacheStep, cache bool) []bool {
 		if err := d.SetFlowCache(cache); err != nil {

@@ -121,23 +121,28 @@ struct flow_probe {
 
 #define FLOW_TCP_STATE_FLAGS (TCP_SYN | TCP_FIN | TCP_RST)
 
-/* Reads the key of an option-less IPv4 or extension-less IPv6 TCP/UDP
- * frame whose headers are in the linear data; 0 for any other frame. The
- * checks are the full parser's for such frames, so both judge a frame
- * under the same key alike. */
-static __always_inline int flow_key_of(struct __sk_buff *skb, __u32 ifindex, int dir, struct flow_probe *fp)
+/* The frame of a probe, once its headers passed the checks. */
+struct flow_frame {
+	__u64 key[FLOW_KEY_WORDS];
+	__u32 l4_len;
+	__u8 tcp_flags;
+};
+
+/* Reads the key of an option-less IPv4 (family 4) or extension-less IPv6
+ * (family 6) TCP/UDP frame whose headers are in the linear data; 0 for
+ * any other frame. The checks are the full parser's for such frames, so
+ * both judge a frame under the same key alike. */
+static __always_inline int flow_frame_of(struct __sk_buff *skb, int dir, const int family, struct flow_frame *f)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	__u8 *ip = data + ETH_HLEN;
-	if ((void *)(ip + 20 + 8) > data_end)
-		return 0;
-	__u16 type = *(__u16 *)(data + 12);
 	__u32 room = skb->len - ETH_HLEN;
 	__u8 proto, *l4;
 	__u32 l4_len;
-	__u64 family;
-	if (type == bpf_htons(ETH_P_IP)) {
+	if (family == 4) {
+		if ((void *)(ip + 20 + 8) > data_end)
+			return 0;
 		if (ip[0] != 0x45 || (*(__u16 *)(ip + 6) & bpf_htons(0x3fff)))
 			return 0;
 		__u32 total = bpf_ntohs(*(__u16 *)(ip + 2));
@@ -146,12 +151,7 @@ static __always_inline int flow_key_of(struct __sk_buff *skb, __u32 ifindex, int
 		proto = ip[9];
 		l4 = ip + 20;
 		l4_len = total - 20;
-		family = 4;
-		fp->key[1] = *(__u64 *)(ip + 12);
-		fp->key[3] = 0;
-		fp->key[4] = 0;
-		fp->key[5] = 0;
-	} else if (type == bpf_htons(ETH_P_IPV6)) {
+	} else {
 		if ((void *)(ip + 40 + 8) > data_end || (ip[0] >> 4) != 6)
 			return 0;
 		l4_len = bpf_ntohs(*(__u16 *)(ip + 4));
@@ -159,79 +159,114 @@ static __always_inline int flow_key_of(struct __sk_buff *skb, __u32 ifindex, int
 			return 0;
 		proto = ip[6];
 		l4 = ip + 40;
-		family = 6;
-		fp->key[1] = *(__u64 *)(ip + 8);
-		fp->key[3] = *(__u64 *)(ip + 24);
-		fp->key[4] = *(__u64 *)(ip + 32);
-	} else {
-		return 0;
 	}
 	if (proto == PROTO_TCP) {
 		if (l4_len < 20 || (void *)(l4 + 20) > data_end)
 			return 0;
-		fp->tcp_flags = l4[13];
+		f->tcp_flags = l4[13];
 	} else if (proto == PROTO_UDP) {
 		if (l4_len < 8)
 			return 0;
-		fp->tcp_flags = 0;
+		f->tcp_flags = 0;
 	} else {
 		return 0;
 	}
-	fp->tcp_state_change = (fp->tcp_flags & FLOW_TCP_STATE_FLAGS) != 0;
-	fp->l4_len = l4_len;
-	fp->key[0] = (__u64)ifindex << 32 | family << 16 | (__u64)dir << 8 | proto;
+	f->l4_len = l4_len;
+	f->key[0] = (__u64)skb->ifindex << 32 | (__u64)family << 16 | (__u64)dir << 8 | proto;
 	if (family == 4) {
-		fp->key[2] = *(__u32 *)l4;
+		f->key[1] = *(__u64 *)(ip + 12);
+		f->key[2] = *(__u32 *)l4;
+		f->key[3] = 0;
+		f->key[4] = 0;
+		f->key[5] = 0;
 	} else {
-		fp->key[2] = *(__u64 *)(ip + 16);
-		fp->key[5] = *(__u32 *)l4;
+		f->key[1] = *(__u64 *)(ip + 8);
+		f->key[2] = *(__u64 *)(ip + 16);
+		f->key[3] = *(__u64 *)(ip + 24);
+		f->key[4] = *(__u64 *)(ip + 32);
+		f->key[5] = *(__u32 *)l4;
 	}
 	return 1;
 }
 
-static __always_inline __u32 flow_slot_index(const __u64 *key)
+static __always_inline __u32 flow_slot_index(const __u64 *key, const int family)
 {
-	__u64 h = key[0] ^ key[1] ^ key[2] ^ key[3] ^ key[4] ^ key[5];
+	__u64 h = key[0] ^ key[1] ^ key[2];
+	if (family == 6)
+		h ^= key[3] ^ key[4] ^ key[5];
 	h ^= h >> 29;
 	return (h * 0x9e3779b97f4a7c15ULL) >> (64 - (flow_cache_bits & 31));
 }
 
-/* The family is in word 0 and an IPv4 key's words 3 to 5 are zero: equal
- * first words make the rest of two IPv4 keys equal. */
-static __always_inline int flow_key_equal(const __u64 *a, const __u64 *b)
+/* An IPv4 key's words 3 to 5 are zero in the slot as in the frame. */
+static __always_inline int flow_key_equal(const __u64 *a, const __u64 *b, const int family)
 {
 	if ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]))
 		return 0;
-	if (((a[0] >> 16) & 0xff) == 4)
-		return 1;
-	return ((a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
+	return family == 4 || ((a[3] ^ b[3]) | (a[4] ^ b[4]) | (a[5] ^ b[5])) == 0;
 }
 
-/* Finds the frame's slot (fp->has_slot stays 0 for a frame the cache
- * does not take) and returns the verdict it holds for the frame:
- * FLOW_ALLOW, FLOW_DENY or FLOW_EMPTY. */
-static __always_inline int flow_cache_verdict(struct __sk_buff *skb, const struct endpoint *ep, int dir,
-					      struct flow_probe *fp, __u64 now)
+static __always_inline int flow_slot_verdict(const struct flow_slot *s, const struct flow_frame *f, const int family,
+					     const struct endpoint *ep, __u32 epoch, __u64 now)
 {
-	struct flow_slot *s = 0;
-	fp->epoch = flow_cache_epoch;
-	fp->parsed = 0;
-	if (!flow_cache_off && flow_key_of(skb, skb->ifindex, dir, fp)) {
-		fp->parsed = 1;
-		fp->slot_index = flow_slot_index(fp->key);
-		s = bpf_map_lookup_elem(&flow_cache, &fp->slot_index);
-	}
-	fp->has_slot = s != 0;
-	if (!s)
-		return FLOW_EMPTY;
-	if (!flow_key_equal(s->key, fp->key) || s->revision != ep->revision || s->epoch != fp->epoch)
+	if (!flow_key_equal(s->key, f->key, family) || s->revision != ep->revision || s->epoch != epoch)
 		return FLOW_EMPTY;
 	if (s->verdict == FLOW_ALLOW)
-		return !fp->tcp_state_change && now - s->stamp < flow_cache_jiffies ? FLOW_ALLOW : FLOW_EMPTY;
+		return !(f->tcp_flags & FLOW_TCP_STATE_FLAGS) && now - s->stamp < flow_cache_jiffies ? FLOW_ALLOW
+												     : FLOW_EMPTY;
 	if (s->verdict == FLOW_DENY) {
 		__u32 *g = ct_generation(s->generation_index);
 		return g && *g == s->generation ? FLOW_DENY : FLOW_EMPTY;
 	}
+	return FLOW_EMPTY;
+}
+
+/* The probe of one family: the key stays in registers, and fp is written
+ * only when the slot does not allow the frame. */
+static __always_inline int flow_cache_probe(struct __sk_buff *skb, const struct endpoint *ep, int dir,
+					    struct flow_probe *fp, __u64 now, __u32 epoch, const int family)
+{
+	struct flow_frame f;
+	if (!flow_frame_of(skb, dir, family, &f))
+		return FLOW_EMPTY;
+	__u32 index = flow_slot_index(f.key, family);
+	struct flow_slot *s = bpf_map_lookup_elem(&flow_cache, &index);
+	if (!s)
+		return FLOW_EMPTY;
+	int verdict = flow_slot_verdict(s, &f, family, ep, epoch, now);
+	if (verdict == FLOW_ALLOW)
+		return verdict;
+	__builtin_memcpy(fp->key, f.key, sizeof(fp->key));
+	fp->slot_index = index;
+	fp->has_slot = 1;
+	fp->parsed = 1;
+	fp->tcp_flags = f.tcp_flags;
+	fp->tcp_state_change = (f.tcp_flags & FLOW_TCP_STATE_FLAGS) != 0;
+	fp->l4_len = f.l4_len;
+	return verdict;
+}
+
+/* Returns the verdict the frame's slot holds for it: FLOW_ALLOW, FLOW_DENY
+ * or FLOW_EMPTY. Unless it allows, fp tells the full path what the probe
+ * found (has_slot stays 0 for a frame the cache does not take). */
+static __always_inline int flow_cache_verdict(struct __sk_buff *skb, const struct endpoint *ep, int dir,
+					      struct flow_probe *fp, __u64 now)
+{
+	__u32 epoch = flow_cache_epoch;
+	fp->epoch = epoch;
+	fp->has_slot = 0;
+	fp->parsed = 0;
+	if (flow_cache_off)
+		return FLOW_EMPTY;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	if (data + ETH_HLEN > data_end)
+		return FLOW_EMPTY;
+	__u16 type = *(__u16 *)(data + 12);
+	if (type == bpf_htons(ETH_P_IP))
+		return flow_cache_probe(skb, ep, dir, fp, now, epoch, 4);
+	if (type == bpf_htons(ETH_P_IPV6))
+		return flow_cache_probe(skb, ep, dir, fp, now, epoch, 6);
 	return FLOW_EMPTY;
 }
 
