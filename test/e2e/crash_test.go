@@ -60,6 +60,7 @@ func TestAgentKilledUnderTrafficKeepsEnforcing(t *testing.T) {
 		}
 	})
 	serveEcho(t, server, echoPort)
+	serveUDPEcho(t, server, echoPort)
 
 	// 1. Isolate the server's ingress, allowing only the allowed client.
 	isolation := crashPolicy(crashAllowed)
@@ -75,10 +76,14 @@ func TestAgentKilledUnderTrafficKeepsEnforcing(t *testing.T) {
 	// 2. A long-lived allowed connection exchanging messages, and a denied
 	// pod probing, all through the crash.
 	conversation := startConversation(t, allowed, netip.AddrPortFrom(server.IPv4, echoPort), server.Name)
+	datagrams := startUDPConversation(t, allowed, netip.AddrPortFrom(server.IPv6, echoPort))
 	prober := startDeniedProbes(denied, []netip.AddrPort{
 		netip.AddrPortFrom(server.IPv4, 80),
 		netip.AddrPortFrom(server.IPv6, 80),
 		netip.AddrPortFrom(server.IPv4, echoPort),
+	}, []netip.AddrPort{
+		netip.AddrPortFrom(server.IPv4, echoPort),
+		netip.AddrPortFrom(server.IPv6, echoPort),
 	})
 	time.Sleep(time.Second)
 
@@ -92,9 +97,10 @@ func TestAgentKilledUnderTrafficKeepsEnforcing(t *testing.T) {
 	if err := agent.Signal(syscall.SIGKILL); err != nil {
 		t.Fatalf("SIGKILL agent (pid %d): %v", agent.Pid, err)
 	}
-	messagesAtKill, probesAtKill := conversation.exchanged.Load(), prober.probes.Load()
+	messagesAtKill, datagramsAtKill, probesAtKill := conversation.exchanged.Load(), datagrams.exchanged.Load(), prober.probes.Load()
 	time.Sleep(2 * time.Second)
 	messagesWithoutAgent, probesWithoutAgent := conversation.exchanged.Load()-messagesAtKill, prober.probes.Load()-probesAtKill
+	datagramsWithoutAgent := datagrams.exchanged.Load() - datagramsAtKill
 	restarted := time.Now()
 	if err := cluster.RestartAgent(ctx, localcluster.FirstNode, 10*time.Second); err != nil {
 		t.Fatal(err)
@@ -102,17 +108,25 @@ func TestAgentKilledUnderTrafficKeepsEnforcing(t *testing.T) {
 	ready := time.Now()
 	time.Sleep(2 * time.Second)
 	conversation.stop()
+	datagrams.stop()
 	prober.stop()
 
 	// 4. Nothing broke, nothing leaked.
-	t.Logf("agent pid %d killed; new agent ready %v after its start (%v after the kill); %d messages exchanged on one connection (%d while no agent ran), %d denied probes (%d while no agent ran)",
+	t.Logf("agent pid %d killed; new agent ready %v after its start (%v after the kill); %d messages exchanged on one connection (%d while no agent ran), %d UDP datagrams echoed on one flow (%d while no agent ran), %d denied probes (%d while no agent ran)",
 		agent.Pid, ready.Sub(restarted).Round(time.Millisecond), ready.Sub(killed).Round(time.Millisecond),
-		conversation.exchanged.Load(), messagesWithoutAgent, prober.probes.Load(), probesWithoutAgent)
+		conversation.exchanged.Load(), messagesWithoutAgent, datagrams.exchanged.Load(), datagramsWithoutAgent,
+		prober.probes.Load(), probesWithoutAgent)
 	if err := conversation.err; err != nil {
 		t.Errorf("the established connection broke after %d messages: %v", conversation.exchanged.Load(), err)
 	}
 	if messagesWithoutAgent == 0 {
 		t.Errorf("no message exchanged while the agent was down: the conversation stalled")
+	}
+	if err := datagrams.err; err != nil {
+		t.Errorf("the UDP flow broke after %d datagrams: %v", datagrams.exchanged.Load(), err)
+	}
+	if datagramsWithoutAgent == 0 {
+		t.Errorf("no UDP datagram echoed while the agent was down: the flow stalled")
 	}
 	if probesWithoutAgent == 0 {
 		t.Errorf("no denied probe ran while the agent was down")
@@ -151,23 +165,24 @@ func crashPod(t *testing.T, key string) *podnet.Pod {
 }
 
 // crashPolicy selects the server and admits the clients on port 80 and the
-// echo port.
+// echo port (TCP and UDP).
 func crashPolicy(clients ...string) *networkingv1.NetworkPolicy {
 	tcp := corev1.ProtocolTCP
 	var peers []networkingv1.NetworkPolicyPeer
 	for _, c := range clients {
 		peers = append(peers, networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: netpolcases.PodLabels(c)}})
 	}
-	port := func(n int) networkingv1.NetworkPolicyPort {
+	udp := corev1.ProtocolUDP
+	port := func(n int, protocol *corev1.Protocol) networkingv1.NetworkPolicyPort {
 		p := intstr.FromInt32(int32(n))
-		return networkingv1.NetworkPolicyPort{Protocol: &tcp, Port: &p}
+		return networkingv1.NetworkPolicyPort{Protocol: protocol, Port: &p}
 	}
 	return &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: reachability.Namespace(crashServer), Name: "crash-test"},
 		Spec: networkingv1.NetworkPolicySpec{
 			PodSelector: metav1.LabelSelector{MatchLabels: netpolcases.PodLabels(crashServer)},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress:     []networkingv1.NetworkPolicyIngressRule{{From: peers, Ports: []networkingv1.NetworkPolicyPort{port(80), port(echoPort)}}},
+			Ingress:     []networkingv1.NetworkPolicyIngressRule{{From: peers, Ports: []networkingv1.NetworkPolicyPort{port(80, &tcp), port(echoPort, &tcp), port(echoPort, &udp)}}},
 		},
 	}
 }
@@ -311,8 +326,81 @@ func (c *conversation) stop() {
 	<-c.finished
 }
 
-// deniedProbes connects from a pod, over and over, to targets it must not
-// reach, and records every connection that was established.
+// serveUDPEcho sends every datagram to port inside pod back to its sender.
+func serveUDPEcho(t *testing.T, pod *podnet.Pod, port int) {
+	t.Helper()
+	var conn net.PacketConn
+	err := pod.InNetNS(func() (err error) {
+		conn, err = net.ListenPacket("udp", ":"+strconv.Itoa(port))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("UDP echo server in %s: %v", pod.Name, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := conn.ReadFrom(buf)
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			conn.WriteTo(buf[:n], from)
+		}
+	}()
+}
+
+// startUDPConversation sends numbered datagrams from one socket to a UDP
+// echo server until stopped, each waiting for its echo: a datagram lost
+// (on veths that do not drop) or not echoed within exchangeTimeout ends it.
+func startUDPConversation(t *testing.T, from *podnet.Pod, to netip.AddrPort) *conversation {
+	t.Helper()
+	var conn net.Conn
+	err := from.InNetNS(func() (err error) {
+		conn, err = net.Dial("udp", to.String())
+		return err
+	})
+	if err != nil {
+		t.Fatalf("%s: UDP socket to %v: %v", from.Name, to, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c := &conversation{done: make(chan struct{}), finished: make(chan struct{})}
+	go func() {
+		defer close(c.finished)
+		buf := make([]byte, 2048)
+		for n := 0; ; n++ {
+			select {
+			case <-c.done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			message := fmt.Sprintf("datagram %d from %s", n, from.Name)
+			conn.SetDeadline(time.Now().Add(exchangeTimeout))
+			if _, err := conn.Write([]byte(message)); err != nil {
+				c.err = fmt.Errorf("sending datagram %d: %w", n, err)
+				return
+			}
+			got, err := conn.Read(buf)
+			if err != nil {
+				c.err = fmt.Errorf("reading the echo of datagram %d: %w", n, err)
+				return
+			}
+			if string(buf[:got]) != message {
+				c.err = fmt.Errorf("datagram %d: sent %q, got back %q", n, message, buf[:got])
+				return
+			}
+			c.exchanged.Add(1)
+		}
+	}()
+	return c
+}
+
+// deniedProbes connects from a pod, over and over, to TCP targets it must
+// not reach and sends datagrams to UDP ones, and records every connection
+// that was established and every answer.
 type deniedProbes struct {
 	probes   atomic.Int64
 	breaches []string
@@ -320,11 +408,23 @@ type deniedProbes struct {
 	finished chan struct{}
 }
 
-func startDeniedProbes(from *podnet.Pod, targets []netip.AddrPort) *deniedProbes {
+func startDeniedProbes(from *podnet.Pod, targets, udpTargets []netip.AddrPort) *deniedProbes {
 	d := &deniedProbes{done: make(chan struct{}), finished: make(chan struct{})}
 	go func() {
 		defer close(d.finished)
 		for {
+			for _, target := range udpTargets {
+				select {
+				case <-d.done:
+					return
+				default:
+				}
+				// Any answer from a UDP echo server is a breach.
+				if answer, err := from.Probe(policy.UDP, target, 200*time.Millisecond); err == nil {
+					d.breaches = append(d.breaches, fmt.Sprintf("%s -> %v/UDP answered %q at %s", from.Name, target, answer, time.Now().Format("15:04:05.000")))
+				}
+				d.probes.Add(1)
+			}
 			for _, target := range targets {
 				select {
 				case <-d.done:
