@@ -4,6 +4,7 @@
 package hotpath
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -125,7 +126,7 @@ func (b *Bench) program(s Scenario) error {
 	}
 	ep.Ingress.Rules = append(ep.Ingress.Rules, measured)
 	for i := 1; i < s.CIDRs; i++ {
-		ep.Ingress.Rules = append(ep.Ingress.Rules, policy.Rule{ID: uint32(i + 1), CIDR: otherPrefix(i, s.IPv6), Ports: web})
+		ep.Ingress.Rules = append(ep.Ingress.Rules, policy.Rule{ID: uint32(i + 1), CIDR: otherPrefix(i, s.IPv6, b.peerPrefix), Ports: web})
 	}
 	if _, err := b.dp.SetPolicy(loopbackIfindex, ep); err != nil {
 		return err
@@ -159,15 +160,34 @@ func (b *Bench) program(s Scenario) error {
 	return nil
 }
 
-// otherPrefix is the i-th of many disjoint prefixes outside the measured one.
-func otherPrefix(i int, v6 bool) netip.Prefix {
-	if v6 {
-		var a [16]byte
-		a[0], a[1], a[2], a[3] = 0xfd, 0x10, byte(i>>16), byte(i>>8)
-		a[4] = byte(i)
-		return netip.PrefixFrom(netip.AddrFrom16(a), 40+i%88)
+// otherPrefix is the i-th of many prefixes spread over the whole address
+// space outside the measured one, so that the measured peer's lookup goes
+// as deep into the trie as a random address would.
+func otherPrefix(i int, v6 bool, measured netip.Prefix) netip.Prefix {
+	for salt := uint64(0); ; salt++ {
+		h := splitmix64(uint64(i)<<8 | salt)
+		var p netip.Prefix
+		if v6 {
+			var a [16]byte
+			binary.BigEndian.PutUint64(a[:8], h)
+			binary.BigEndian.PutUint64(a[8:], splitmix64(h))
+			p = netip.PrefixFrom(netip.AddrFrom16(a), 40+i%88).Masked()
+		} else {
+			var a [4]byte
+			binary.BigEndian.PutUint32(a[:], uint32(h))
+			p = netip.PrefixFrom(netip.AddrFrom4(a), 24+i%9).Masked()
+		}
+		if !p.Overlaps(measured) {
+			return p
+		}
 	}
-	return netip.PrefixFrom(netip.AddrFrom4([4]byte{11 + byte(i>>16), byte(i >> 8), byte(i), 0}), 24+i%9)
+}
+
+func splitmix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // Run sends packets packets of case c and returns the mean time per packet
