@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	dphotpath "github.com/palisade-net/palisade/dataplane/hotpath"
@@ -65,6 +66,11 @@ type Config struct {
 	Rounds int
 	// Flows is the number of new flows of one first-packet round.
 	Flows int
+	// Passes over the whole matrix (at least 1), each running Rounds rounds
+	// of every size on a fresh setup: other work on the machine comes and
+	// goes over seconds, and spreading a size's rounds over the run lets
+	// its fastest round come from a quiet moment.
+	Passes int
 	// PinPath gives the bpffs directory of the i-th setup.
 	PinPath func(i int) string
 }
@@ -76,36 +82,71 @@ func Measure(cfg Config) ([]result.Measurement, error) {
 	if cfg.Repeat < 1 || cfg.Rounds < 1 || cfg.Flows < 1 || len(cfg.Sizes) == 0 || len(cfg.Families) == 0 || cfg.PinPath == nil {
 		return nil, fmt.Errorf("hotpath: config %+v: every count must be positive and PinPath set", cfg)
 	}
-	var out []result.Measurement
-	setups := 0
-	for _, size := range cfg.Sizes {
-		for _, family := range cfg.Families {
-			if family != 4 && family != 6 {
-				return nil, fmt.Errorf("hotpath: family %d: want 4 or 6", family)
-			}
-			bench, err := dphotpath.Setup(dphotpath.Scenario{
-				Endpoints: size.Endpoints, CIDRs: size.CIDRs, PortRanges: size.PortRanges,
-				IPv6: family == 6, PinPath: cfg.PinPath(setups),
-			})
-			setups++
-			if err != nil {
-				return nil, fmt.Errorf("hotpath: set up IPv%d %v: %w", family, size, err)
-			}
-			ms, err := measureSetup(bench, cfg, size, family)
-			if closeErr := bench.Close(); err == nil && closeErr != nil {
-				err = fmt.Errorf("hotpath: close: %w", closeErr)
-			}
-			if err != nil {
-				return nil, fmt.Errorf("hotpath: IPv%d %v: %w", family, size, err)
-			}
-			out = append(out, ms...)
+	for _, family := range cfg.Families {
+		if family != 4 && family != 6 {
+			return nil, fmt.Errorf("hotpath: family %d: want 4 or 6", family)
 		}
+	}
+	timed := map[string]*rounds{}
+	var order []string
+	setups := 0
+	for range max(cfg.Passes, 1) {
+		for _, size := range cfg.Sizes {
+			for _, family := range cfg.Families {
+				bench, err := dphotpath.Setup(dphotpath.Scenario{
+					Endpoints: size.Endpoints, CIDRs: size.CIDRs, PortRanges: size.PortRanges,
+					IPv6: family == 6, PinPath: cfg.PinPath(setups),
+				})
+				setups++
+				if err != nil {
+					return nil, fmt.Errorf("hotpath: set up IPv%d %v: %w", family, size, err)
+				}
+				err = measureSetup(bench, cfg, size, family, func(name string, r rounds) {
+					if timed[name] == nil {
+						timed[name] = &rounds{}
+						order = append(order, name)
+					}
+					timed[name].cost = append(timed[name].cost, r.cost...)
+					timed[name].ref = append(timed[name].ref, r.ref...)
+				})
+				if closeErr := bench.Close(); err == nil && closeErr != nil {
+					err = fmt.Errorf("hotpath: close: %w", closeErr)
+				}
+				if err != nil {
+					return nil, fmt.Errorf("hotpath: IPv%d %v: %w", family, size, err)
+				}
+			}
+		}
+	}
+	var out []result.Measurement
+	for _, name := range order {
+		p := packetOf(name)
+		packets := cfg.Repeat
+		if p.Single {
+			packets = cfg.Flows
+		}
+		out = append(out, result.Measurement{
+			Name:       name,
+			Iterations: len(timed[name].cost) * packets,
+			Metrics:    timed[name].metrics(p.Target),
+		})
 	}
 	return append(out, growth(out, cfg)...), nil
 }
 
-func measureSetup(bench *dphotpath.Bench, cfg Config, size Size, family int) ([]result.Measurement, error) {
-	var out []result.Measurement
+// packetOf is the packet kind a measurement name starts with.
+func packetOf(name string) Packet {
+	for _, p := range Packets {
+		if strings.HasPrefix(name, "HotPath/"+p.Name+"/") {
+			return p
+		}
+	}
+	return Packet{}
+}
+
+// measureSetup runs every packet kind on one setup and hands each kind's
+// rounds to add under its measurement name.
+func measureSetup(bench *dphotpath.Bench, cfg Config, size Size, family int, add func(string, rounds)) error {
 	for _, p := range Packets {
 		packets := cfg.Repeat
 		if p.Single {
@@ -113,15 +154,11 @@ func measureSetup(bench *dphotpath.Bench, cfg Config, size Size, family int) ([]
 		}
 		timed, err := alternate(bench, p, packets, cfg.Rounds)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", p.Name, err)
+			return fmt.Errorf("%s: %w", p.Name, err)
 		}
-		out = append(out, result.Measurement{
-			Name:       "HotPath/" + p.Name + "/ipv" + strconv.Itoa(family) + "/" + size.String(),
-			Iterations: cfg.Rounds * packets,
-			Metrics:    timed.metrics(p.Target),
-		})
+		add("HotPath/"+p.Name+"/ipv"+strconv.Itoa(family)+"/"+size.String(), timed)
 	}
-	return out, nil
+	return nil
 }
 
 // rounds holds the per-round times of the dataplane program and of the

@@ -27,7 +27,7 @@ func TestMeasureSmallMatrix(t *testing.T) {
 	cfg := Config{
 		Sizes:    []Size{{CIDRs: 1, Endpoints: 1}, {CIDRs: 1000, Endpoints: 1}, {CIDRs: 10, PortRanges: 100, Endpoints: 5}},
 		Families: []int{4, 6},
-		Repeat:   2000, Rounds: 2, Flows: 50,
+		Repeat:   2000, Rounds: 2, Flows: 50, Passes: 2,
 		PinPath: func(i int) string {
 			p := filepath.Join("/sys/fs/bpf", fmt.Sprintf("palisade-bench-hotpath-test%d-%d", i, os.Getpid()))
 			pins = append(pins, p)
@@ -57,7 +57,8 @@ func TestMeasureSmallMatrix(t *testing.T) {
 		}
 		cost, _ := m.Metric("ns/op")
 		ref, _ := m.Metric("passthrough-ns/op")
-		if cost.Value <= 0 || ref.Value <= 0 || len(cost.Samples) != 2 {
+		// two rounds in each of two passes
+		if cost.Value <= 0 || ref.Value <= 0 || len(cost.Samples) != 4 || m.Iterations != 4*packetsOf(m.Name, cfg) {
 			t.Fatalf("%s: cost %+v, reference %+v", m.Name, cost, ref)
 		}
 		t.Logf("%s: %.1f ns vs %.1f ns = %.2fx", m.Name, cost.Value, ref.Value, ratio.Value)
@@ -120,4 +121,11 @@ func TestTrimmedMeanResolvesClockSteps(t *testing.T) {
 	if got < 73 || got > 75 {
 		t.Fatalf("trimmed mean %v, want 73..75", got)
 	}
+}
+
+func packetsOf(name string, cfg Config) int {
+	if packetOf(name).Single {
+		return cfg.Flows
+	}
+	return cfg.Repeat
 }

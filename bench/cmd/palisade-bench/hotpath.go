@@ -19,11 +19,11 @@ func hotPathConfig(mode string) hotpath.Config {
 			{CIDRs: 1, Endpoints: 250}, {CIDRs: 1000, Endpoints: 250},
 			{CIDRs: 1, PortRanges: 1000, Endpoints: 250},
 		}
-		cfg.Repeat, cfg.Rounds, cfg.Flows = 100000, 5, 1000
+		cfg.Repeat, cfg.Rounds, cfg.Flows, cfg.Passes = 100000, 3, 1000, 3
 		return cfg
 	}
 	cfg.Sizes = []hotpath.Size{{CIDRs: 1, Endpoints: 1}, {CIDRs: 50000, Endpoints: 1}, {CIDRs: 1000, Endpoints: 250}}
-	cfg.Repeat, cfg.Rounds, cfg.Flows = 20000, 3, 300
+	cfg.Repeat, cfg.Rounds, cfg.Flows, cfg.Passes = 20000, 2, 300, 2
 	return cfg
 }
 
