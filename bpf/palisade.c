@@ -179,12 +179,13 @@ __noinline int enforce_fully(struct __sk_buff *skb, const struct endpoint *ep, i
 
 static __always_inline int enforce(struct __sk_buff *skb, int dir)
 {
-	struct endpoint *ep = endpoint_of(skb->ifindex);
+	__u32 ifindex = skb->ifindex;
+	struct endpoint *ep = endpoint_of(ifindex);
 	if (!ep)
 		return VERDICT_PASS;
 	__u64 now = bpf_jiffies64();
 	struct flow_probe fp;
-	switch (flow_cache_verdict(skb, ep, dir, &fp, now)) {
+	switch (flow_cache_verdict(skb, ifindex, ep, dir, &fp, now)) {
 	case FLOW_ALLOW:
 		return finish(skb, ep, dir, 1);
 	case FLOW_DENY:

@@ -132,7 +132,8 @@ struct flow_frame {
  * (family 6) TCP/UDP frame whose headers are in the linear data; 0 for
  * any other frame. The checks are the full parser's for such frames, so
  * both judge a frame under the same key alike. */
-static __always_inline int flow_frame_of(struct __sk_buff *skb, int dir, const int family, struct flow_frame *f)
+static __always_inline int flow_frame_of(struct __sk_buff *skb, __u32 ifindex, int dir, const int family,
+					 struct flow_frame *f)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -172,7 +173,7 @@ static __always_inline int flow_frame_of(struct __sk_buff *skb, int dir, const i
 		return 0;
 	}
 	f->l4_len = l4_len;
-	f->key[0] = (__u64)skb->ifindex << 32 | (__u64)family << 16 | (__u64)dir << 8 | proto;
+	f->key[0] = (__u64)ifindex << 32 | (__u64)family << 16 | (__u64)dir << 8 | proto;
 	if (family == 4) {
 		f->key[1] = *(__u64 *)(ip + 12);
 		f->key[2] = *(__u32 *)l4;
@@ -223,11 +224,11 @@ static __always_inline int flow_slot_verdict(const struct flow_slot *s, const st
 
 /* The probe of one family: the key stays in registers, and fp is written
  * only when the slot does not allow the frame. */
-static __always_inline int flow_cache_probe(struct __sk_buff *skb, const struct endpoint *ep, int dir,
+static __always_inline int flow_cache_probe(struct __sk_buff *skb, __u32 ifindex, const struct endpoint *ep, int dir,
 					    struct flow_probe *fp, __u64 now, __u32 epoch, const int family)
 {
 	struct flow_frame f;
-	if (!flow_frame_of(skb, dir, family, &f))
+	if (!flow_frame_of(skb, ifindex, dir, family, &f))
 		return FLOW_EMPTY;
 	__u32 index = flow_slot_index(f.key, family);
 	struct flow_slot *s = bpf_map_lookup_elem(&flow_cache, &index);
@@ -249,8 +250,8 @@ static __always_inline int flow_cache_probe(struct __sk_buff *skb, const struct 
 /* Returns the verdict the frame's slot holds for it: FLOW_ALLOW, FLOW_DENY
  * or FLOW_EMPTY. Unless it allows, fp tells the full path what the probe
  * found (has_slot stays 0 for a frame the cache does not take). */
-static __always_inline int flow_cache_verdict(struct __sk_buff *skb, const struct endpoint *ep, int dir,
-					      struct flow_probe *fp, __u64 now)
+static __always_inline int flow_cache_verdict(struct __sk_buff *skb, __u32 ifindex, const struct endpoint *ep,
+					      int dir, struct flow_probe *fp, __u64 now)
 {
 	__u32 epoch = flow_cache_epoch;
 	fp->epoch = epoch;
@@ -264,13 +265,13 @@ static __always_inline int flow_cache_verdict(struct __sk_buff *skb, const struc
 		return FLOW_EMPTY;
 	__u16 type = *(__u16 *)(data + 12);
 	if (type == bpf_htons(ETH_P_IP))
-		return flow_cache_probe(skb, ep, dir, fp, now, epoch, 4);
+		return flow_cache_probe(skb, ifindex, ep, dir, fp, now, epoch, 4);
 	if (type == bpf_htons(ETH_P_IPV6))
-		return flow_cache_probe(skb, ep, dir, fp, now, epoch, 6);
+		return flow_cache_probe(skb, ifindex, ep, dir, fp, now, epoch, 6);
 	return FLOW_EMPTY;
 }
 
-/* Fills p as parse_frame fills it for the frame whose key flow_key_of
+/* Fills p as parse_frame fills it for the frame whose key flow_frame_of
  * read: an option-less IPv4 or extension-less IPv6 TCP/UDP packet, no
  * fragment, headers whole. p is zeroed. */
 static __always_inline void packet_of_probe(struct packet *p, const struct flow_probe *fp)
