@@ -46,7 +46,7 @@ import (
 // Purge to change them.
 type Config struct {
 	PinPath          string // bpffs directory for pinned maps and links; default /sys/fs/bpf/palisade
-	ConntrackSize    int    // LRU entries of each address family's flows; default 262144
+	ConntrackSize    int    // LRU entries of each address family's flows; default DefaultConntrackSize
 	RuleCapacity     int    // CIDR LPM entries across all endpoints; default 1<<20
 	PortRuleCapacity int    // port LPM entries across all port sets; default 1<<18
 	MaxEndpoints     int    // endpoints (pods) on the node; default 4096
@@ -82,6 +82,9 @@ const maxEndpointSlots = 1 << 24
 // DefaultPinPath is where Open pins when Config.PinPath is empty.
 const DefaultPinPath = "/sys/fs/bpf/palisade"
 
+// DefaultConntrackSize is Config.ConntrackSize when it is 0.
+const DefaultConntrackSize = 262144
+
 func (c Config) withDefaults() Config {
 	def := func(v *int, d int) {
 		if *v <= 0 {
@@ -91,7 +94,7 @@ func (c Config) withDefaults() Config {
 	if c.PinPath == "" {
 		c.PinPath = DefaultPinPath
 	}
-	def(&c.ConntrackSize, 262144)
+	def(&c.ConntrackSize, DefaultConntrackSize)
 	def(&c.RuleCapacity, 1<<20)
 	def(&c.PortRuleCapacity, 1<<18)
 	def(&c.MaxEndpoints, 4096)

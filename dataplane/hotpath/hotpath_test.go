@@ -18,11 +18,19 @@ func TestMeasuresEveryCase(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%+v: %v", s, err)
 		}
-		for _, c := range []Case{Empty, Established, Denied, EmptySingle, FirstPacket, EstablishedFullPath, DeniedFullPath} {
+		for _, c := range []Case{Empty, Established, Denied, EmptySingle, FirstPacket, EstablishedFullPath, DeniedFullPath, LRUInsert} {
 			d, err := b.Run(c, 1000)
 			if err != nil || d <= 0 || d > time.Millisecond {
 				t.Errorf("%+v %v: %v per packet, %v", s, c, d, err)
 			}
+		}
+		key, value := make([]byte, b.lruMap.KeySize()), make([]byte, 24)
+		inserted := 0
+		for entries := b.lruMap.Iterate(); entries.Next(&key, &value); {
+			inserted++
+		}
+		if inserted != 1000 {
+			t.Errorf("%+v: the LRU insert program left %d entries after 1000 new flows", s, inserted)
 		}
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
