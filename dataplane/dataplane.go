@@ -165,19 +165,21 @@ type Dataplane struct {
 	barrier      *ebpf.Map
 	barrierInner *ebpf.Map
 
-	mu         sync.Mutex
-	endpoints  map[int]*endpointRecord
-	policies   map[uint32]*policyRecord
-	portsets   map[string]*portsetRecord
-	portsetIDs map[uint32]*portsetRecord
-	slotsUsed  map[uint32]bool
-	nextPolicy uint32
-	nextSet    uint32
-	revision   uint32
-	cidrUsed   int
-	portUsed   int
-	retired    retired
-	grace      graceEpochs
+	mu        sync.Mutex
+	endpoints map[int]*endpointRecord
+	policies  map[uint32]*policyRecord
+	// policyTexts finds the live table of given entries, to share it
+	policyTexts map[string]uint32
+	portsets    map[string]*portsetRecord
+	portsetIDs  map[uint32]*portsetRecord
+	slotsUsed   map[uint32]bool
+	nextPolicy  uint32
+	nextSet     uint32
+	revision    uint32
+	cidrUsed    int
+	portUsed    int
+	retired     retired
+	grace       graceEpochs
 
 	freerWake chan struct{} // retire signals the freeing goroutine
 	freerStop chan struct{}
@@ -242,15 +244,16 @@ func Open(cfg Config) (*Dataplane, error) {
 		}
 	}
 	d := &Dataplane{
-		cfg:        cfg,
-		clock:      clock,
-		endpoints:  map[int]*endpointRecord{},
-		policies:   map[uint32]*policyRecord{},
-		portsets:   map[string]*portsetRecord{},
-		portsetIDs: map[uint32]*portsetRecord{},
-		slotsUsed:  map[uint32]bool{},
-		nextPolicy: 1,
-		nextSet:    1,
+		cfg:         cfg,
+		clock:       clock,
+		endpoints:   map[int]*endpointRecord{},
+		policies:    map[uint32]*policyRecord{},
+		policyTexts: map[string]uint32{},
+		portsets:    map[string]*portsetRecord{},
+		portsetIDs:  map[uint32]*portsetRecord{},
+		slotsUsed:   map[uint32]bool{},
+		nextPolicy:  1,
+		nextSet:     1,
 	}
 	if d.barrier, d.barrierInner, err = newBarrier(); err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -28,10 +29,14 @@ type endpointRecord struct {
 	spareMark uint64
 }
 
-// policyRecord is the CIDR table of one direction of one endpoint.
+// policyRecord is a CIDR table, shared by every endpoint direction whose
+// compiled rules write the same entries (replicas of one workload): a node
+// holds each table once, and its trie grows with distinct tables only.
 type policyRecord struct {
 	keys     []palisadeCidrKey
 	portsets []uint32 // referenced port sets, one reference each
+	text     string   // the entries without their policy id
+	refs     int      // endpoint directions using it
 }
 
 type portsetRecord struct {
@@ -104,8 +109,9 @@ func hashEndpoint(ep *policy.Endpoint) uint64 {
 
 // SetPolicy programs ep for the endpoint behind the host-side veth ifindex
 // and returns the revision now enforced. The replacement is atomic: the new
-// rules are written beside the old ones, one update of the endpoint's
-// reference switches to them, and the old ones are retired: they still
+// rules are written beside the old ones (or a live table holding the same
+// entries is shared), one update of the endpoint's reference switches to
+// them, and the old ones, once no endpoint uses them, are retired: they still
 // count against capacity until a background wait (one RCU grace period,
 // milliseconds, shared by everything retired meanwhile) lets them be
 // deleted. A replacement needs room for both at once; when a map is full
@@ -154,9 +160,7 @@ func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) 
 		value.Isolated[dir] = 1
 		id, err := d.writePolicy(compiled[dir])
 		if err != nil {
-			for _, id := range written {
-				d.deletePolicy(id)
-			}
+			d.release(written)
 			if old == nil {
 				delete(d.slotsUsed, slot)
 			}
@@ -167,9 +171,7 @@ func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) 
 	}
 	if old == nil {
 		if err := d.resetCounters(slot); err != nil {
-			for _, id := range written {
-				d.deletePolicy(id)
-			}
+			d.release(written)
 			delete(d.slotsUsed, slot)
 			return 0, err
 		}
@@ -178,9 +180,7 @@ func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) 
 	value.Revision = d.revision
 	rec, err := d.publish(ifindex, old, value)
 	if err != nil {
-		for _, id := range written {
-			d.deletePolicy(id)
-		}
+		d.release(written)
 		if old == nil {
 			delete(d.slotsUsed, slot)
 		}
@@ -188,7 +188,7 @@ func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) 
 	}
 	d.endpoints[ifindex] = rec
 	if old != nil {
-		d.retire(old.value.Policy[:], nil)
+		d.release(old.value.Policy[:])
 	}
 	return value.Revision, nil
 }
@@ -310,21 +310,11 @@ func (d *Dataplane) resetCounters(slot uint32) error {
 	return nil
 }
 
-// writePolicy writes the tables of c under a fresh policy id.
+// writePolicy returns the policy id of the tables of c, with one more
+// reference: a live table with the same entries, or else one written under
+// a fresh id.
 func (d *Dataplane) writePolicy(c *compile.Direction) (uint32, error) {
-	if len(c.CIDRs) > d.cfg.RuleCapacity-d.cidrUsed {
-		d.flushForRoom()
-	}
-	if free := d.cfg.RuleCapacity - d.cidrUsed; len(c.CIDRs) > free {
-		return 0, fmt.Errorf("%w: %d CIDR entries needed, %d of %d free", ErrCapacity, len(c.CIDRs), free, d.cfg.RuleCapacity)
-	}
-	id := d.nextPolicy
-	if id >= 1<<31 {
-		return 0, fmt.Errorf("%w: policy ids", ErrCapacity)
-	}
-	d.nextPolicy++
 	rec := &policyRecord{}
-	d.policies[id] = rec
 	// Port sets small enough live inside the CIDR values; the others are
 	// shared entries of port_rules.
 	setIDs := make([]uint32, len(c.Portsets))
@@ -334,20 +324,22 @@ func (d *Dataplane) writePolicy(c *compile.Direction) (uint32, error) {
 		}
 		set, err := d.internPortset(&c.Portsets[i])
 		if err != nil {
-			d.deletePolicy(id)
+			d.releasePortsets(rec)
 			return 0, err
 		}
 		setIDs[i] = set.id
 		rec.portsets = append(rec.portsets, set.id)
 	}
-	for _, e := range c.CIDRs {
-		key := cidrKeyOf(id, e.Prefix)
-		var v palisadeCidrValue
+	keys := make([]palisadeCidrKey, len(c.CIDRs))
+	values := make([]palisadeCidrValue, len(c.CIDRs))
+	for i, e := range c.CIDRs {
+		keys[i] = cidrKeyOf(0, e.Prefix)
+		v := &values[i]
 		if e.Portset >= 0 {
 			v.Portset = setIDs[e.Portset]
 			if v.Portset == 0 {
-				for i, pe := range c.Portsets[e.Portset].Entries {
-					v.InlinePorts[i] = palisadeInlinePort{Rule: pe.Rule, Port: pe.Port, Proto: uint8(pe.Protocol), Bits: uint8(pe.Bits)}
+				for j, pe := range c.Portsets[e.Portset].Entries {
+					v.InlinePorts[j] = palisadeInlinePort{Rule: pe.Rule, Port: pe.Port, Proto: uint8(pe.Protocol), Bits: uint8(pe.Bits)}
 					v.InlineCount++
 				}
 			}
@@ -356,7 +348,32 @@ func (d *Dataplane) writePolicy(c *compile.Direction) (uint32, error) {
 			v.Flags |= cidrAnyProto
 			v.AnyRule = e.AnyRule
 		}
-		if err := d.objs.CidrRules.Update(&key, &v, ebpf.UpdateAny); err != nil {
+	}
+	rec.text = policyText(keys, values)
+	if id, ok := d.policyTexts[rec.text]; ok {
+		d.releasePortsets(rec)
+		d.policies[id].refs++
+		return id, nil
+	}
+	if len(c.CIDRs) > d.cfg.RuleCapacity-d.cidrUsed {
+		d.flushForRoom()
+	}
+	if free := d.cfg.RuleCapacity - d.cidrUsed; len(c.CIDRs) > free {
+		d.releasePortsets(rec)
+		return 0, fmt.Errorf("%w: %d CIDR entries needed, %d of %d free", ErrCapacity, len(c.CIDRs), free, d.cfg.RuleCapacity)
+	}
+	id := d.nextPolicy
+	if id >= 1<<31 {
+		d.releasePortsets(rec)
+		return 0, fmt.Errorf("%w: policy ids", ErrCapacity)
+	}
+	d.nextPolicy++
+	rec.refs = 1
+	d.policies[id] = rec
+	d.policyTexts[rec.text] = id
+	for i, e := range c.CIDRs {
+		key := cidrKeyOf(id, e.Prefix)
+		if err := d.objs.CidrRules.Update(&key, &values[i], ebpf.UpdateAny); err != nil {
 			d.deletePolicy(id)
 			return 0, fmt.Errorf("%w: CIDR rules map: %v", ErrCapacity, err)
 		}
@@ -364,6 +381,37 @@ func (d *Dataplane) writePolicy(c *compile.Direction) (uint32, error) {
 		d.cidrUsed++
 	}
 	return id, nil
+}
+
+// policyText identifies a table by its entries, whatever its policy id.
+func policyText(keys []palisadeCidrKey, values []palisadeCidrValue) string {
+	lines := make([]string, len(keys))
+	for i := range keys {
+		k := keys[i]
+		k.Tag &^= networkOrder(^uint32(1)) // keep the family bit, drop the id
+		lines[i] = fmt.Sprintf("%v %+v", k, values[i])
+	}
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// release drops one reference to each policy id; a table no endpoint uses
+// any more is retired and is no longer shared.
+func (d *Dataplane) release(ids []uint32) {
+	for _, id := range ids {
+		rec := d.policies[id]
+		if id == 0 || rec == nil {
+			continue
+		}
+		rec.refs--
+		if rec.refs > 0 {
+			continue
+		}
+		if d.policyTexts[rec.text] == id {
+			delete(d.policyTexts, rec.text)
+		}
+		d.retire([]uint32{id}, nil)
+	}
 }
 
 func (d *Dataplane) internPortset(s *compile.Portset) (*portsetRecord, error) {
@@ -421,6 +469,15 @@ func (d *Dataplane) deletePolicy(id uint32) {
 			d.cidrUsed--
 		}
 	}
+	d.releasePortsets(rec)
+	if d.policyTexts[rec.text] == id {
+		delete(d.policyTexts, rec.text)
+	}
+	delete(d.policies, id)
+}
+
+// releasePortsets drops rec's references to its port sets.
+func (d *Dataplane) releasePortsets(rec *policyRecord) {
 	for _, setID := range rec.portsets {
 		if set := d.portsetIDs[setID]; set != nil {
 			set.refs--
@@ -429,7 +486,7 @@ func (d *Dataplane) deletePolicy(id uint32) {
 			}
 		}
 	}
-	delete(d.policies, id)
+	rec.portsets = nil
 }
 
 // RemovePolicy stops policing the endpoint: all its traffic passes. Its
@@ -445,7 +502,8 @@ func (d *Dataplane) RemovePolicy(ifindex int) error {
 		return fmt.Errorf("remove policy of ifindex %d: %w", ifindex, err)
 	}
 	delete(d.endpoints, ifindex)
-	d.retire(old.value.Policy[:], []uint32{old.value.Id})
+	d.release(old.value.Policy[:])
+	d.retire(nil, []uint32{old.value.Id})
 	return nil
 }
 
@@ -700,6 +758,7 @@ func (d *Dataplane) rebuild() error {
 	}
 	var ck palisadeCidrKey
 	var cv palisadeCidrValue
+	values := map[uint32][]palisadeCidrValue{}
 	cit := d.objs.CidrRules.Iterate()
 	for cit.Next(&ck, &cv) {
 		id := networkOrder(ck.Tag) >> 1
@@ -709,6 +768,7 @@ func (d *Dataplane) rebuild() error {
 			d.policies[id] = rec
 		}
 		rec.keys = append(rec.keys, ck)
+		values[id] = append(values[id], cv)
 		if cv.Portset != 0 && !slices.Contains(rec.portsets, cv.Portset) {
 			rec.portsets = append(rec.portsets, cv.Portset)
 		}
@@ -748,15 +808,21 @@ func (d *Dataplane) rebuild() error {
 			}
 		}
 	}
-	// Tables no endpoint uses are leftovers of an interrupted update.
-	inUse := map[uint32]bool{}
 	for _, rec := range d.endpoints {
-		inUse[rec.value.Policy[0]], inUse[rec.value.Policy[1]] = true, true
-	}
-	for id := range d.policies {
-		if !inUse[id] {
-			d.retire([]uint32{id}, nil)
+		for _, id := range rec.value.Policy {
+			if p := d.policies[id]; p != nil {
+				p.refs++
+			}
 		}
+	}
+	for id, rec := range d.policies {
+		// Tables no endpoint uses are leftovers of an interrupted update.
+		if rec.refs == 0 {
+			d.retire([]uint32{id}, nil)
+			continue
+		}
+		rec.text = policyText(rec.keys, values[id])
+		d.policyTexts[rec.text] = id
 	}
 	// Also covers the spare records the previous process switched away from.
 	if err := d.flush(); err != nil {

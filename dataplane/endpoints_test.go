@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"net/netip"
+	"path/filepath"
 	"testing"
 
 	"github.com/palisade-net/palisade/policy"
@@ -74,4 +76,102 @@ func TestIfindexesBeyondTheArray(t *testing.T) {
 	if n, err := countEntries(d.objs.EndpointRefsHash); err != nil || n != 0 {
 		t.Errorf("%d entries left in the ifindex hash (%v)", n, err)
 	}
+}
+
+// TestEndpointsWithTheSameRulesShareOneTable: endpoints whose rules
+// compile to the same entries (replicas) share one CIDR table, and each
+// keeps its own verdicts through changes, removal and a restart.
+func TestEndpointsWithTheSameRulesShareOneTable(t *testing.T) {
+	ensureBPFFS(t)
+	cfg := Config{PinPath: filepath.Join(bpffs, randomName("palisade-test-")), ConntrackSize: 4096, RuleCapacity: 4096}
+	d, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Purge() })
+	a, b := dummyLink(t), dummyLink(t)
+	used := func() int {
+		t.Helper()
+		d.mu.Lock()
+		err := d.flush()
+		d.mu.Unlock()
+		if err != nil {
+			t.Fatal(err)
+		}
+		occupancy, err := d.Occupancy()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return occupancy["cidr_rules"].Used
+	}
+	set := func(ifindex int, ep *policy.Endpoint) {
+		t.Helper()
+		if _, err := d.SetPolicy(ifindex, ep); err != nil {
+			t.Fatal(err)
+		}
+	}
+	allowed := tcp(peerIP, podIP, 40000, 80, packet.SYN)
+	denied := tcp(otherIP, podIP, 40000, 80, packet.SYN)
+	wantVerdicts := func(when string, ifindex int, wantAllowed bool) {
+		t.Helper()
+		if got := runFrame(t, d, policy.Ingress, ifindex, allowed); got != wantAllowed {
+			t.Errorf("%s: ifindex %d let a peer of the web rule in: %v, want %v", when, ifindex, got, wantAllowed)
+		}
+		if runFrame(t, d, policy.Ingress, ifindex, denied) {
+			t.Errorf("%s: ifindex %d let a denied peer in", when, ifindex)
+		}
+	}
+
+	set(a, webPolicy())
+	one := used()
+	set(b, webPolicy())
+	if got := used(); got != one {
+		t.Fatalf("a second endpoint with the same rules: %d CIDR entries, want %d", got, one)
+	}
+	wantVerdicts("shared", a, true)
+	wantVerdicts("shared", b, true)
+
+	// b moves to other rules: a keeps the table, b gets its own.
+	other := webPolicy()
+	other.Ingress.Rules[0].CIDR = netip.MustParsePrefix("10.0.9.0/24")
+	set(b, other)
+	two := used()
+	if two <= one {
+		t.Fatalf("after b changed: %d CIDR entries, want more than %d", two, one)
+	}
+	wantVerdicts("b changed", a, true)
+	wantVerdicts("b changed", b, false)
+
+	// Back to the same rules, then a restart: the table is shared again,
+	// and removing one endpoint leaves it to the other.
+	set(b, webPolicy())
+	if got := used(); got != one {
+		t.Fatalf("b back to a's rules: %d CIDR entries, want %d", got, one)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d, err = Open(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RemovePolicy(a); err != nil {
+		t.Fatal(err)
+	}
+	if got := used(); got != one {
+		t.Fatalf("a removed after a restart: %d CIDR entries, want b's %d", got, one)
+	}
+	wantVerdicts("a removed", b, true)
+	set(a, other)
+	wantVerdicts("a back with other rules", a, false)
+	wantVerdicts("a back with other rules", b, true)
+	if got := used(); got != two {
+		t.Fatalf("a and b with different rules again: %d CIDR entries, want %d", got, two)
+	}
+	if err := d.RemovePolicy(b); err != nil {
+		t.Fatal(err)
+	}
+	if got := used(); got >= two {
+		t.Fatalf("b's table not freed with b: %d CIDR entries", got)
+	}
+	wantVerdicts("b removed", a, false)
 }
