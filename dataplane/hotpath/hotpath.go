@@ -202,8 +202,16 @@ func (b *Bench) program(s Scenario) error {
 		return err
 	}
 	for i := 1; i < s.Endpoints; i++ {
-		// Other endpoints: ifindexes that need not exist; only the map lookups matter.
-		if _, err := b.dp.SetPolicy(1_000_000+i, ep); err != nil {
+		// Other endpoints: ifindexes that need not exist; only the map
+		// lookups matter. Rule ids of their own keep their tables apart, as
+		// for pods of different workloads (pods with equal rules would
+		// share one table).
+		other := &policy.Endpoint{Ingress: policy.Direction{Isolated: true}, Egress: ep.Egress}
+		for _, r := range ep.Ingress.Rules {
+			r.ID += uint32(i * len(ep.Ingress.Rules))
+			other.Ingress.Rules = append(other.Ingress.Rules, r)
+		}
+		if _, err := b.dp.SetPolicy(1_000_000+i, other); err != nil {
 			return err
 		}
 	}

@@ -18,6 +18,14 @@ func TestMeasuresEveryCase(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%+v: %v", s, err)
 		}
+		// Every endpoint's rules are a table of their own.
+		occupancy, err := b.dp.Occupancy()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if used := occupancy["cidr_rules"].Used; used < s.Endpoints*s.CIDRs {
+			t.Errorf("%+v: %d CIDR entries for %d endpoints of %d CIDRs each", s, used, s.Endpoints, s.CIDRs)
+		}
 		for _, c := range []Case{Empty, Established, Denied, EmptySingle, FirstPacket, EstablishedFullPath, DeniedFullPath, LRUInsert} {
 			d, err := b.Run(c, 1000)
 			if err != nil || d <= 0 || d > time.Millisecond {
