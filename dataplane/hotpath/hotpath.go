@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -203,15 +204,14 @@ func (b *Bench) program(s Scenario) error {
 	}
 	for i := 1; i < s.Endpoints; i++ {
 		// Other endpoints: ifindexes that need not exist; only the map
-		// lookups matter. Rule ids of their own keep their tables apart, as
-		// for pods of different workloads (pods with equal rules would
-		// share one table).
-		other := &policy.Endpoint{Ingress: policy.Direction{Isolated: true}, Egress: ep.Egress}
-		for _, r := range ep.Ingress.Rules {
-			r.ID += uint32(i * len(ep.Ingress.Rules))
-			other.Ingress.Rules = append(other.Ingress.Rules, r)
-		}
-		if _, err := b.dp.SetPolicy(1_000_000+i, other); err != nil {
+		// lookups matter. One more peer of its own keeps each one's CIDR
+		// table apart, as for pods of different workloads (pods with equal
+		// rules share one table); the port sets stay shared.
+		own := ownPeer(i, s.IPv6)
+		other := *ep
+		other.Ingress.Rules = append(slices.Clip(ep.Ingress.Rules),
+			policy.Rule{ID: uint32(s.CIDRs + 1), CIDR: netip.PrefixFrom(own, own.BitLen()), Ports: web})
+		if _, err := b.dp.SetPolicy(1_000_000+i, &other); err != nil {
 			return err
 		}
 	}
@@ -236,6 +236,16 @@ func (b *Bench) program(s Scenario) error {
 		return fmt.Errorf("denied packet: verdict %d, %v", int32(ret), err)
 	}
 	return nil
+}
+
+// ownPeer is the address only the i-th other endpoint admits, in the
+// benchmarking range 198.18.0.0/15 or 2001:2::/48: outside the measured
+// prefix.
+func ownPeer(i int, v6 bool) netip.Addr {
+	if v6 {
+		return netip.AddrFrom16([16]byte{0x20, 0x01, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, byte(i >> 8), byte(i)})
+	}
+	return netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)})
 }
 
 // otherPrefix is the i-th of many prefixes spread over the whole address
