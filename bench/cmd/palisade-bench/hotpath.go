@@ -8,8 +8,9 @@ import (
 )
 
 // hotPathConfig: the core programs every endpoint with the measured
-// policy, so 250 endpoints go up to 1,000 CIDRs (250 x 50,000 would be
-// 12.5 million map entries).
+// policy and a peer of its own, each in a table of its own, so 250
+// endpoints go up to 1,000 CIDRs (250 x 50,000 would be 12.5 million map
+// entries).
 func hotPathConfig(mode string) hotpath.Config {
 	cfg := hotpath.Config{Families: []int{4, 6}, PinPath: func(i int) string { return pinPath(fmt.Sprintf("hotpath%d", i)) }}
 	if mode == "full" {
