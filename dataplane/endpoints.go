@@ -1,14 +1,15 @@
 package dataplane
 
 import (
+	"bytes"
 	"cmp"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -383,16 +384,33 @@ func (d *Dataplane) writePolicy(c *compile.Direction) (uint32, error) {
 	return id, nil
 }
 
-// policyText identifies a table by its entries, whatever its policy id.
+// policyText identifies a table by its entries, whatever its policy id and
+// their order: the SHA-256 of the sorted entries.
 func policyText(keys []palisadeCidrKey, values []palisadeCidrValue) string {
-	lines := make([]string, len(keys))
+	le := binary.LittleEndian
+	entries := make([][]byte, len(keys))
 	for i := range keys {
-		k := keys[i]
-		k.Tag &^= networkOrder(^uint32(1)) // keep the family bit, drop the id
-		lines[i] = fmt.Sprintf("%v %+v", k, values[i])
+		k, v := &keys[i], &values[i]
+		e := make([]byte, 0, 64)
+		e = le.AppendUint32(e, k.Prefixlen)
+		e = le.AppendUint32(e, k.Tag&networkOrder(1)) // the family bit, not the id
+		e = append(e, k.Addr[:]...)
+		for _, n := range []uint32{v.Portset, v.AnyRule, v.Flags, v.InlineCount} {
+			e = le.AppendUint32(e, n)
+		}
+		for _, p := range v.InlinePorts {
+			e = le.AppendUint32(e, p.Rule)
+			e = le.AppendUint16(e, p.Port)
+			e = append(e, p.Proto, p.Bits)
+		}
+		entries[i] = e
 	}
-	slices.Sort(lines)
-	return strings.Join(lines, "\n")
+	slices.SortFunc(entries, bytes.Compare)
+	h := sha256.New()
+	for _, e := range entries {
+		h.Write(e)
+	}
+	return string(h.Sum(nil))
 }
 
 // release drops one reference to each policy id; a table no endpoint uses
