@@ -48,6 +48,10 @@ var Packets = []Packet{
 	// flow into an LRU hash like the conntrack's, measured like first
 	// packets. What the 6x first-packet target leaves to everything else.
 	{Name: "lru-insert", Case: dphotpath.LRUInsert, Reference: dphotpath.EmptySingle, Single: true, NoGrowth: true},
+	// The floor of any first packet on these kernel structures: the lookup
+	// of the peer in the measured endpoint's CIDR table, then the LRU
+	// insert, nothing else (no parsing, endpoint, ports, counters, events).
+	{Name: "floor", Case: dphotpath.Floor, Reference: dphotpath.EmptySingle, Single: true},
 }
 
 // Size is one point of the matrix: CIDR rules and TCP port ranges of the

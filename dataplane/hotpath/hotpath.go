@@ -61,19 +61,23 @@ const (
 	// distinct flow (compare with EmptySingle): the part of a first packet
 	// that is the kernel's map update.
 	LRUInsert
+	// Floor: LRUInsert after the lookup of the flow's peer in the measured
+	// endpoint's CIDR table: the two kernel map operations no first packet
+	// can skip, and nothing else.
+	Floor
 )
 
 func (c Case) String() string {
 	return [...]string{"empty", "established", "denied", "empty-single", "first-packet", "established-full-path",
-		"denied-full-path", "lru-insert"}[c]
+		"denied-full-path", "lru-insert", "floor"}[c]
 }
 
 // Bench is a loaded dataplane with a scenario programmed.
 type Bench struct {
 	dp          *dataplane.Dataplane
 	empty       *ebpf.Program
-	lruMap      *ebpf.Map
-	lruInsert   *ebpf.Program
+	lruInsert   *dataplane.Floor
+	floor       *dataplane.Floor
 	ingress     *ebpf.Program
 	egress      *ebpf.Program
 	peerPrefix  netip.Prefix
@@ -115,69 +119,15 @@ func Setup(s Scenario) (*Bench, error) {
 		b.Close()
 		return nil, fmt.Errorf("load empty program: %w", err)
 	}
-	if err := b.loadLRUInsert(s.IPv6); err != nil {
+	if b.lruInsert, err = dp.NewFloor(loopbackIfindex, s.IPv6, false); err != nil {
+		b.Close()
+		return nil, err
+	}
+	if b.floor, err = dp.NewFloor(loopbackIfindex, s.IPv6, true); err != nil {
 		b.Close()
 		return nil, err
 	}
 	return b, nil
-}
-
-// loadLRUInsert makes the LRUInsert program: a conntrack key of the
-// scenario's family (IPv4: 16 bytes, addresses and ports; IPv6: 44 bytes,
-// 8 zero bytes, addresses and ports) and a 24-byte entry, into a fresh LRU
-// hash as large as the dataplane's.
-func (b *Bench) loadLRUInsert(ipv6 bool) error {
-	const ipHeader, value = 14, -72
-	keySize, key := 16, int16(-16)
-	addresses, ports := []int16{ipHeader + 12}, int16(ipHeader+20)
-	if ipv6 {
-		keySize, key = 44, -48
-		addresses, ports = []int16{ipHeader + 8, ipHeader + 16, ipHeader + 24, ipHeader + 32}, ipHeader+40
-	}
-	var err error
-	b.lruMap, err = ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: uint32(keySize), ValueSize: 24,
-		MaxEntries: dataplane.DefaultConntrackSize})
-	if err != nil {
-		return fmt.Errorf("create LRU map: %w", err)
-	}
-	insns := asm.Instructions{
-		asm.LoadMem(asm.R2, asm.R1, 76, asm.Word), // __sk_buff.data
-		asm.LoadMem(asm.R3, asm.R1, 80, asm.Word), // __sk_buff.data_end
-		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, int32(ports)+4),
-		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.StoreMem(asm.RFP, value, asm.R4, asm.DWord),
-		asm.StoreMem(asm.RFP, value+8, asm.R4, asm.DWord),
-		asm.StoreMem(asm.RFP, value+16, asm.R4, asm.DWord),
-	}
-	at := key
-	if ipv6 {
-		insns = append(insns, asm.StoreMem(asm.RFP, at, asm.R4, asm.DWord))
-		at += 8
-	}
-	for _, off := range addresses {
-		insns = append(insns, asm.LoadMem(asm.R4, asm.R2, off, asm.DWord), asm.StoreMem(asm.RFP, at, asm.R4, asm.DWord))
-		at += 8
-	}
-	insns = append(insns,
-		asm.LoadMem(asm.R4, asm.R2, ports, asm.Word),
-		asm.StoreMem(asm.RFP, at, asm.R4, asm.DWord), // the ports, and zeros past the key's end
-		asm.LoadMapPtr(asm.R1, b.lruMap.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, int32(key)),
-		asm.Mov.Reg(asm.R3, asm.RFP),
-		asm.Add.Imm(asm.R3, value),
-		asm.Mov.Imm(asm.R4, 0),
-		asm.FnMapUpdateElem.Call(),
-		asm.Mov.Imm(asm.R0, -1).WithSymbol("pass"),
-		asm.Return(),
-	)
-	b.lruInsert, err = ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "Dual BSD/GPL", Instructions: insns})
-	if err != nil {
-		return fmt.Errorf("load LRU insert program: %w", err)
-	}
-	return nil
 }
 
 func (b *Bench) program(s Scenario) error {
@@ -300,8 +250,9 @@ func (b *Bench) Run(c Case, packets int) (time.Duration, error) {
 			return b.repeat(b.ingress, b.established, packets, -1)
 		}
 		return b.repeat(b.ingress, b.denied, packets, 2)
-	case EmptySingle, FirstPacket, LRUInsert:
-		prog := map[Case]*ebpf.Program{EmptySingle: b.empty, FirstPacket: b.ingress, LRUInsert: b.lruInsert}[c]
+	case EmptySingle, FirstPacket, LRUInsert, Floor:
+		prog := map[Case]*ebpf.Program{EmptySingle: b.empty, FirstPacket: b.ingress, LRUInsert: b.lruInsert.Program,
+			Floor: b.floor.Program}[c]
 		var total time.Duration
 		for range packets {
 			frame, err := b.newFlow()
@@ -351,7 +302,15 @@ func (b *Bench) newFlow() ([]byte, error) {
 
 // Close unloads everything Setup made.
 func (b *Bench) Close() error {
-	errs := []error{b.empty.Close(), b.lruInsert.Close(), b.lruMap.Close()}
+	var errs []error
+	for _, f := range []*dataplane.Floor{b.lruInsert, b.floor} {
+		if f != nil {
+			errs = append(errs, f.Close())
+		}
+	}
+	if b.empty != nil {
+		errs = append(errs, b.empty.Close())
+	}
 	errs = append(errs, b.dp.Purge())
 	return errors.Join(errs...)
 }

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/palisade-net/palisade/dataplane"
 )
 
 func TestMeasuresEveryCase(t *testing.T) {
@@ -26,19 +28,21 @@ func TestMeasuresEveryCase(t *testing.T) {
 		if used := occupancy["cidr_rules"].Used; used < s.Endpoints*s.CIDRs {
 			t.Errorf("%+v: %d CIDR entries for %d endpoints of %d CIDRs each", s, used, s.Endpoints, s.CIDRs)
 		}
-		for _, c := range []Case{Empty, Established, Denied, EmptySingle, FirstPacket, EstablishedFullPath, DeniedFullPath, LRUInsert} {
+		for _, c := range []Case{Empty, Established, Denied, EmptySingle, FirstPacket, EstablishedFullPath, DeniedFullPath, LRUInsert, Floor} {
 			d, err := b.Run(c, 1000)
 			if err != nil || d <= 0 || d > time.Millisecond {
 				t.Errorf("%+v %v: %v per packet, %v", s, c, d, err)
 			}
 		}
-		key, value := make([]byte, b.lruMap.KeySize()), make([]byte, 24)
-		inserted := 0
-		for entries := b.lruMap.Iterate(); entries.Next(&key, &value); {
-			inserted++
-		}
-		if inserted != 1000 {
-			t.Errorf("%+v: the LRU insert program left %d entries after 1000 new flows", s, inserted)
+		for _, f := range []*dataplane.Floor{b.lruInsert, b.floor} {
+			key, value := make([]byte, f.LRU.KeySize()), make([]byte, 24)
+			inserted := 0
+			for entries := f.LRU.Iterate(); entries.Next(&key, &value); {
+				inserted++
+			}
+			if inserted != 1000 {
+				t.Errorf("%+v: a floor program left %d entries after 1000 new flows", s, inserted)
+			}
 		}
 		if err := b.Close(); err != nil {
 			t.Fatal(err)
