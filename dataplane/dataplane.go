@@ -49,7 +49,13 @@ type Config struct {
 	ConntrackSize    int    // LRU entries of each address family's flows; default DefaultConntrackSize
 	RuleCapacity     int    // CIDR LPM entries across all endpoints; default 1<<20
 	PortRuleCapacity int    // port LPM entries across all port sets; default 1<<18
-	MaxEndpoints     int    // endpoints (pods) on the node; default 4096
+	// DensePortsets: large port sets that can also have a dense copy, one
+	// rule per port (768 KiB each), looked up in constant time; default 8,
+	// negative for none. DensePortEntries: the port LPM entries from which
+	// a set gets one, while slots last; default 64.
+	DensePortsets    int
+	DensePortEntries int
+	MaxEndpoints     int // endpoints (pods) on the node; default 4096
 	// IfindexArraySize: veths with a smaller ifindex find their endpoint
 	// with an array lookup, the others through a hash; default 65536.
 	IfindexArraySize int
@@ -97,6 +103,11 @@ func (c Config) withDefaults() Config {
 	def(&c.ConntrackSize, DefaultConntrackSize)
 	def(&c.RuleCapacity, 1<<20)
 	def(&c.PortRuleCapacity, 1<<18)
+	if c.DensePortsets == 0 {
+		c.DensePortsets = 8
+	}
+	c.DensePortsets = max(c.DensePortsets, 0)
+	def(&c.DensePortEntries, 64)
 	def(&c.MaxEndpoints, 4096)
 	def(&c.IfindexArraySize, 65536)
 	def(&c.FragmentSize, 16384)
@@ -172,6 +183,7 @@ type Dataplane struct {
 	policyTexts map[string]uint32
 	portsets    map[string]*portsetRecord
 	portsetIDs  map[uint32]*portsetRecord
+	denseUsed   []bool // port_dense slots
 	slotsUsed   map[uint32]bool
 	nextPolicy  uint32
 	nextSet     uint32
@@ -215,6 +227,7 @@ func Open(cfg Config) (*Dataplane, error) {
 		"endpoint_records":   2 * endpointSlots(cfg.MaxEndpoints),
 		"cidr_rules":         cfg.RuleCapacity,
 		"port_rules":         cfg.PortRuleCapacity,
+		"port_dense":         max(cfg.DensePortsets, 1) * denseSlotPorts,
 		"endpoint_counters":  2 * endpointSlots(cfg.MaxEndpoints),
 		"conntrack4":         cfg.ConntrackSize,
 		"conntrack6":         cfg.ConntrackSize,
@@ -251,6 +264,7 @@ func Open(cfg Config) (*Dataplane, error) {
 		policyTexts: map[string]uint32{},
 		portsets:    map[string]*portsetRecord{},
 		portsetIDs:  map[uint32]*portsetRecord{},
+		denseUsed:   make([]bool, cfg.DensePortsets),
 		slotsUsed:   map[uint32]bool{},
 		nextPolicy:  1,
 		nextSet:     1,
@@ -375,6 +389,7 @@ func (d *Dataplane) allMaps() map[string]*ebpf.Map {
 		"endpoint_records":   m.EndpointRecords,
 		"cidr_rules":         m.CidrRules,
 		"port_rules":         m.PortRules,
+		"port_dense":         m.PortDense,
 		"endpoint_counters":  m.EndpointCounters,
 		"conntrack4":         m.Conntrack4,
 		"conntrack6":         m.Conntrack6,

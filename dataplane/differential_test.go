@@ -215,7 +215,9 @@ func TestDifferentialAgainstEvaluate(t *testing.T) {
 		policies, perPolicy = 25, 2000
 	}
 	// Events are not rate-limited here: each verdict's event is checked.
-	d := newDataplane(t, Config{EventRate: 1 << 30, EventBurst: 1 << 30})
+	// Port sets of 3 entries or more get a dense copy while 4 slots last,
+	// the others are looked up in the trie: both lookups are compared.
+	d := newDataplane(t, Config{EventRate: 1 << 30, EventBurst: 1 << 30, DensePortsets: 4, DensePortEntries: 3})
 	events, err := ringbuf.NewReader(d.objs.Events)
 	if err != nil {
 		t.Fatal(err)
@@ -242,7 +244,7 @@ func TestDifferentialAgainstEvaluate(t *testing.T) {
 	// to the other's.
 	ifindexes := [2]int{dummyLink(t), dummyLink(t)}
 	r := policygen.New(20260523)
-	var total, stateful, rules, refused, ruleChecks int
+	var total, stateful, rules, refused, ruleChecks, denseSets, trieSets int
 	reasons := map[policy.Reason]int{}
 	start := time.Now()
 	for range policies {
@@ -253,6 +255,15 @@ func TestDifferentialAgainstEvaluate(t *testing.T) {
 			}
 		}
 		rules += len(ep.Ingress.Rules) + len(ep.Egress.Rules)
+		d.mu.Lock()
+		for id := range d.portsetIDs {
+			if _, dense := denseSlot(id); dense {
+				denseSets++
+			} else {
+				trieSets++
+			}
+		}
+		d.mu.Unlock()
 		gens := [2]*frameGen{newFrameGen(r, &ep.Ingress), newFrameGen(r, &ep.Egress)}
 		for range perPolicy {
 			dir := policy.Dir(r.IntN(2))
@@ -318,6 +329,10 @@ func TestDifferentialAgainstEvaluate(t *testing.T) {
 	t.Logf("%d frames compared, %d policies with %d rules, %d allowed only by connection state, %d deciding rule ids checked, %d truncated IP headers the kernel refuses to run, in %v",
 		total, policies, rules, stateful, ruleChecks, refused, time.Since(start).Round(time.Millisecond))
 	t.Logf("reference verdict reasons: %v", reasons)
+	t.Logf("port sets live per policy, summed: %d dense, %d in the trie only", denseSets, trieSets)
+	if denseSets < policies || trieSets < policies {
+		t.Errorf("%d dense and %d trie-only port sets over %d policies: a lookup is barely compared", denseSets, trieSets, policies)
+	}
 	if nd := reasons[policy.ReasonNeighborDiscovery]; nd < total/1000 {
 		t.Errorf("only %d neighbour discovery frames among %d", nd, total)
 	}

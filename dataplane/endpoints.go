@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
@@ -450,8 +451,23 @@ func (d *Dataplane) internPortset(s *compile.Portset) (*portsetRecord, error) {
 	if free := d.cfg.PortRuleCapacity - d.portUsed; len(keys) > free {
 		return nil, fmt.Errorf("%w: %d port entries needed, %d of %d free", ErrCapacity, len(keys), free, d.cfg.PortRuleCapacity)
 	}
-	set := &portsetRecord{id: d.nextSet, text: text, refs: 1}
-	d.nextSet++
+	set := &portsetRecord{text: text, refs: 1}
+	if slot := slices.Index(d.denseUsed, false); slot >= 0 && len(keys) >= d.cfg.DensePortEntries {
+		if tables, ok := denseTables(s.Entries); ok {
+			if err := d.writeDense(slot, tables); err != nil {
+				return nil, err
+			}
+			set.id = portsetDense | uint32(slot)
+			d.denseUsed[slot] = true
+		}
+	}
+	if set.id == 0 {
+		if d.nextSet >= portsetDense {
+			return nil, fmt.Errorf("%w: port set ids", ErrCapacity)
+		}
+		set.id = d.nextSet
+		d.nextSet++
+	}
 	for i := range keys {
 		key := portKeyOf(set.id, s.Entries[i])
 		if err := d.objs.PortRules.Update(&key, &rules[i], ebpf.UpdateAny); err != nil {
@@ -467,11 +483,69 @@ func (d *Dataplane) internPortset(s *compile.Portset) (*portsetRecord, error) {
 	return set, nil
 }
 
+// portsetDense marks the id of a port set with a dense copy in port_dense;
+// the low bits are its slot there.
+const portsetDense = 1 << 31
+
+// denseSlotPorts is the size of one port_dense slot: TCP, UDP and SCTP
+// tables of every port.
+const denseSlotPorts = 3 * 65536
+
+func denseSlot(id uint32) (int, bool) {
+	return int(id &^ portsetDense), id&portsetDense != 0
+}
+
+// denseTables lays out a port set as port_dense holds it: per protocol and
+// port, the rule of the longest matching entry + 1, 0 where none matches.
+// Not possible when a rule id has no + 1.
+func denseTables(entries []compile.PortEntry) ([]uint32, bool) {
+	byBits := slices.SortedStableFunc(slices.Values(entries), func(a, b compile.PortEntry) int { return cmp.Compare(a.Bits, b.Bits) })
+	tables := make([]uint32, denseSlotPorts)
+	for _, e := range byBits {
+		var table int
+		switch e.Protocol {
+		case policy.TCP:
+			table = 0
+		case policy.UDP:
+			table = 1
+		case policy.SCTP:
+			table = 2
+		default:
+			continue
+		}
+		if e.Rule == math.MaxUint32 || e.Bits > 16 {
+			return nil, false
+		}
+		span := 1 << (16 - e.Bits)
+		first := int(e.Port) &^ (span - 1)
+		for port := first; port < first+span; port++ {
+			tables[table*65536+port] = e.Rule + 1
+		}
+	}
+	return tables, true
+}
+
+// writeDense fills a free slot of port_dense, all of it: an earlier set may
+// have left values there.
+func (d *Dataplane) writeDense(slot int, tables []uint32) error {
+	keys := make([]uint32, len(tables))
+	for i := range keys {
+		keys[i] = uint32(slot*denseSlotPorts + i)
+	}
+	if _, err := d.objs.PortDense.BatchUpdate(keys, tables, nil); err != nil {
+		return fmt.Errorf("write dense port set: %w", err)
+	}
+	return nil
+}
+
 func (d *Dataplane) dropPortset(set *portsetRecord) {
 	for i := range set.keys {
 		if err := d.objs.PortRules.Delete(&set.keys[i]); err == nil {
 			d.portUsed--
 		}
+	}
+	if slot, ok := denseSlot(set.id); ok && slot < len(d.denseUsed) {
+		d.denseUsed[slot] = false
 	}
 	delete(d.portsets, set.text)
 	delete(d.portsetIDs, set.id)
@@ -810,7 +884,13 @@ func (d *Dataplane) rebuild() error {
 		set.keys = append(set.keys, pk)
 		rules[id] = append(rules[id], rule)
 		d.portUsed++
-		d.nextSet = max(d.nextSet, id+1)
+		if slot, ok := denseSlot(id); !ok {
+			d.nextSet = max(d.nextSet, id+1)
+		} else if slot < len(d.denseUsed) {
+			d.denseUsed[slot] = true
+		} else {
+			return fmt.Errorf("port set %#x uses dense slot %d of %d: reopen with the same DensePortsets or purge", id, slot, len(d.denseUsed))
+		}
 	}
 	if err := pit.Err(); err != nil {
 		return fmt.Errorf("port rules: %w", err)

@@ -283,6 +283,7 @@ func (d *Dataplane) Occupancy() (map[string]MapUsage, error) {
 		"endpoints":  {Used: len(d.endpoints), Capacity: d.cfg.MaxEndpoints},
 		"cidr_rules": {Used: d.cidrUsed, Capacity: d.cfg.RuleCapacity},
 		"port_rules": {Used: d.portUsed, Capacity: d.cfg.PortRuleCapacity},
+		"port_dense": {Used: countTrue(d.denseUsed), Capacity: len(d.denseUsed)},
 	}
 	d.mu.Unlock()
 	for name, m := range map[string]*ebpf.Map{"conntrack": d.objs.Conntrack4, "conntrack_ipv6": d.objs.Conntrack6, "fragments": d.objs.Fragments} {
@@ -293,6 +294,16 @@ func (d *Dataplane) Occupancy() (map[string]MapUsage, error) {
 		out[name] = MapUsage{Used: n, Capacity: int(m.MaxEntries())}
 	}
 	return out, nil
+}
+
+func countTrue(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 func countEntries(m *ebpf.Map) (int, error) {

@@ -148,6 +148,7 @@ const (
 	palisadeMapEvents                 = "events"
 	palisadeMapFlowCache              = "flow_cache"
 	palisadeMapFragments              = "fragments"
+	palisadeMapPortDense              = "port_dense"
 	palisadeMapPortRules              = "port_rules"
 	palisadeProgTcPodEgress           = "tc_pod_egress"
 	palisadeProgTcPodIngress          = "tc_pod_ingress"
@@ -224,6 +225,7 @@ type palisadeMapSpecs struct {
 	Events           *ebpf.MapSpec `ebpf:"events"`
 	FlowCache        *ebpf.MapSpec `ebpf:"flow_cache"`
 	Fragments        *ebpf.MapSpec `ebpf:"fragments"`
+	PortDense        *ebpf.MapSpec `ebpf:"port_dense"`
 	PortRules        *ebpf.MapSpec `ebpf:"port_rules"`
 }
 
@@ -274,6 +276,7 @@ type palisadeMaps struct {
 	Events           *ebpf.Map `ebpf:"events"`
 	FlowCache        *ebpf.Map `ebpf:"flow_cache"`
 	Fragments        *ebpf.Map `ebpf:"fragments"`
+	PortDense        *ebpf.Map `ebpf:"port_dense"`
 	PortRules        *ebpf.Map `ebpf:"port_rules"`
 }
 
@@ -291,6 +294,7 @@ func (m *palisadeMaps) Close() error {
 		m.Events,
 		m.FlowCache,
 		m.Fragments,
+		m.PortDense,
 		m.PortRules,
 	)
 }

@@ -148,6 +148,21 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } port_rules SEC(".maps");
 
+/* Large port sets also get a dense copy: one rule per port and protocol,
+ * so a lookup costs one array read however many entries the set has. Such
+ * a set's id is PORTSET_DENSE | its slot; its port_rules entries stay, for
+ * packets without ports. A slot holds three tables of 65,536 ports (TCP,
+ * UDP, SCTP); a value is the rule + 1, 0 where no entry matches. */
+#define PORTSET_DENSE 0x80000000u
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 8 * 3 * 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} port_dense SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);

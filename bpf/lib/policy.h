@@ -33,6 +33,24 @@ static __always_inline int inline_ports_match(const struct cidr_value *v, __u8 p
 	return best;
 }
 
+/* The rule + 1 that the dense port set allows proto and port with, 0 for
+ * none; -1 when the protocol has no dense table. */
+static __always_inline long dense_port_rule(__u32 portset, __u8 proto, __u16 port)
+{
+	__u32 table;
+	if (proto == PROTO_TCP)
+		table = 0;
+	else if (proto == PROTO_UDP)
+		table = 1;
+	else if (proto == PROTO_SCTP)
+		table = 2;
+	else
+		return -1;
+	__u32 index = ((portset & ~PORTSET_DENSE) * 3 + table) << 16 | port;
+	__u32 *r = bpf_map_lookup_elem(&port_dense, &index);
+	return r ? *r : 0;
+}
+
 /* Reports whether the endpoint's rules of direction dir allow a packet with
  * this peer, protocol and (with has_port) destination port; *rule gets the
  * first rule that allows it. */
@@ -56,6 +74,15 @@ static __always_inline int rules_allow(const struct endpoint *ep, int dir, __u8 
 		return 0;
 	if (v->inline_count && inline_ports_match(v, proto, has_port, port, rule) >= 0)
 		return 1;
+	if (v->portset & PORTSET_DENSE && has_port) {
+		long r = dense_port_rule(v->portset, proto, port);
+		if (r > 0) {
+			*rule = r - 1;
+			return 1;
+		}
+		if (r == 0)
+			goto any_protocol;
+	}
 	if (v->portset) {
 		struct port_key pk = {
 			.prefixlen = has_port ? PORT_KEY_BITS_PORT : PORT_KEY_BITS_PROTO,
@@ -69,6 +96,7 @@ static __always_inline int rules_allow(const struct endpoint *ep, int dir, __u8 
 			return 1;
 		}
 	}
+any_protocol:
 	if (v->flags & CIDR_ANY_PROTOCOL) {
 		*rule = v->any_rule;
 		return 1;
