@@ -10,7 +10,9 @@
 // peer address, whose longest match alone decides the address. Its value
 // carries the allowed ports inline when they are one or two port prefixes,
 // else names a port set of port_rules, an LPM trie keyed by port set and
-// port whose longest match decides protocol and port. A policy is replaced
+// port whose longest match decides protocol and port; a large set also has
+// a dense copy in port_dense, one rule per port, that a packet with ports
+// reads instead. A policy is replaced
 // by writing the new entries under a fresh id and the new record into the
 // endpoint's spare record and switching the ifindex's reference to it in one
 // map update that changes only the reference's lowest byte

@@ -37,6 +37,7 @@ func run() error {
 	flowLogs := flag.String("flow-logs", "", `flow log destination: empty (or "false") = off, "-" (or "true") = standard output, or a file path`)
 	flowLogRate := flag.Float64("flow-log-rate", 100, "flow log records per second at most")
 	flowCacheSlots := flag.Int("flow-cache-slots", 0, "per-CPU slots of the programs' verdict cache, a power of two (0: the dataplane's default, 256)")
+	densePortSets := flag.Int("dense-port-sets", 0, "large port sets that also get a dense copy looked up in constant time, 768 KiB each (0: the dataplane's default, 8; -1: none)")
 	interfacePrefix := flag.String("interface-prefix", "", "only consider host interfaces whose name starts with this (several agents on one host); empty: every veth, eni* and vlan*")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
@@ -55,6 +56,10 @@ func run() error {
 	}
 	if *flowCacheSlots < 0 {
 		return fmt.Errorf("--flow-cache-slots must be a power of two, or 0 for the default")
+	}
+
+	if *densePortSets < -1 {
+		return fmt.Errorf("--dense-port-sets must be -1 (none), 0 (default) or a count")
 	}
 
 	scheme := runtime.NewScheme()
@@ -81,7 +86,7 @@ func run() error {
 		return err
 	}
 
-	dp, err := dataplane.Open(dataplane.Config{PinPath: *pinPath, FlowCacheSlots: *flowCacheSlots})
+	dp, err := dataplane.Open(dataplane.Config{PinPath: *pinPath, FlowCacheSlots: *flowCacheSlots, DensePortsets: *densePortSets})
 	if err != nil {
 		return fmt.Errorf("dataplane: %w", err)
 	}
