@@ -5,9 +5,10 @@
 // One pair of programs (bpf/palisade.c) serves every pod: the endpoint_refs
 // maps turn the veth's ifindex into the endpoint's record (slot, revision,
 // per-direction isolation and policy id) in endpoint_records. Each
-// direction's rules are compiled (package compile) into entries of
-// cidr_rules, an LPM trie shared by all endpoints keyed by policy id and
-// peer address, whose longest match alone decides the address. Its value
+// direction's rules are compiled (package compile) into a CIDR table, an LPM
+// trie of its own in cidr_tables (the record's policy id is its index there)
+// keyed by peer address, whose longest match alone decides the address;
+// directions whose entries are equal share one table. Its value
 // carries the allowed ports inline when they are one or two port prefixes,
 // else names a port set of port_rules, an LPM trie keyed by port set and
 // port whose longest match decides protocol and port; a large set also has
@@ -47,10 +48,13 @@ import (
 // the defaults. Sizes must match the pinned maps an earlier process left;
 // Purge to change them.
 type Config struct {
-	PinPath          string // bpffs directory for pinned maps and links; default /sys/fs/bpf/palisade
-	ConntrackSize    int    // LRU entries of each address family's flows; default DefaultConntrackSize
-	RuleCapacity     int    // CIDR LPM entries across all endpoints; default 1<<20
-	PortRuleCapacity int    // port LPM entries across all port sets; default 1<<18
+	PinPath       string // bpffs directory for pinned maps and links; default /sys/fs/bpf/palisade
+	ConntrackSize int    // LRU entries of each address family's flows; default DefaultConntrackSize
+	RuleCapacity  int    // CIDR LPM entries across all tables; default 1<<20
+	// MaxTables: CIDR tables, one per distinct direction's rules plus the
+	// replaced ones until they are freed; default 4 * MaxEndpoints.
+	MaxTables        int
+	PortRuleCapacity int // port LPM entries across all port sets; default 1<<18
 	// DensePortsets: large port sets that can also have a dense copy, one
 	// rule per port (768 KiB each), looked up in constant time; default 8,
 	// negative for none. DensePortEntries: the port LPM entries from which
@@ -111,6 +115,7 @@ func (c Config) withDefaults() Config {
 	c.DensePortsets = max(c.DensePortsets, 0)
 	def(&c.DensePortEntries, 64)
 	def(&c.MaxEndpoints, 4096)
+	def(&c.MaxTables, 4*c.MaxEndpoints)
 	def(&c.IfindexArraySize, 65536)
 	def(&c.FragmentSize, 16384)
 	def(&c.EventRingBytes, 1<<20)
@@ -187,7 +192,9 @@ type Dataplane struct {
 	portsetIDs  map[uint32]*portsetRecord
 	denseUsed   []bool // port_dense slots
 	slotsUsed   map[uint32]bool
-	nextPolicy  uint32
+	nextPolicy  uint32   // table ids below it were used; 0 is none
+	freeTables  []uint32 // freed table ids below nextPolicy
+	tableSpec   *ebpf.MapSpec
 	nextSet     uint32
 	revision    uint32
 	cidrUsed    int
@@ -219,6 +226,11 @@ func Open(cfg Config) (*Dataplane, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.PinPath, "links"), 0o700); err != nil {
 		return nil, fmt.Errorf("create pin directory: %w", err)
 	}
+	// Earlier releases kept every endpoint's rules in one cidr_rules trie.
+	if _, err := os.Stat(filepath.Join(cfg.PinPath, "cidr_rules")); err == nil {
+		return nil, fmt.Errorf("maps pinned at %s are of an older layout (cidr_rules): drain the node and remove the directory: %w",
+			cfg.PinPath, ebpf.ErrMapIncompatible)
+	}
 	spec, err := loadPalisade()
 	if err != nil {
 		return nil, fmt.Errorf("load object spec: %w", err)
@@ -227,7 +239,7 @@ func Open(cfg Config) (*Dataplane, error) {
 		"endpoint_refs":      cfg.IfindexArraySize,
 		"endpoint_refs_hash": cfg.MaxEndpoints,
 		"endpoint_records":   2 * endpointSlots(cfg.MaxEndpoints),
-		"cidr_rules":         cfg.RuleCapacity,
+		"cidr_tables":        cfg.MaxTables + 1, // id 0 is none
 		"port_rules":         cfg.PortRuleCapacity,
 		"port_dense":         max(cfg.DensePortsets, 1) * denseSlotPorts,
 		"endpoint_counters":  2 * endpointSlots(cfg.MaxEndpoints),
@@ -269,6 +281,7 @@ func Open(cfg Config) (*Dataplane, error) {
 		denseUsed:   make([]bool, cfg.DensePortsets),
 		slotsUsed:   map[uint32]bool{},
 		nextPolicy:  1,
+		tableSpec:   spec.Maps["cidr_tables"].InnerMap.Copy(),
 		nextSet:     1,
 	}
 	if d.barrier, d.barrierInner, err = newBarrier(); err != nil {
@@ -389,7 +402,7 @@ func (d *Dataplane) allMaps() map[string]*ebpf.Map {
 		"endpoint_refs":      m.EndpointRefs,
 		"endpoint_refs_hash": m.EndpointRefsHash,
 		"endpoint_records":   m.EndpointRecords,
-		"cidr_rules":         m.CidrRules,
+		"cidr_tables":        m.CidrTables,
 		"port_rules":         m.PortRules,
 		"port_dense":         m.PortDense,
 		"endpoint_counters":  m.EndpointCounters,

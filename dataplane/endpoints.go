@@ -49,16 +49,16 @@ type portsetRecord struct {
 }
 
 const (
-	cidrKeyBits  = 32 // tag before the address
+	cidrKeyBits  = 32 // the family tag before the address
 	portKeyBits  = 40 // port set id and protocol before the port
 	cidrAnyProto = 1
 )
 
-func cidrKeyOf(policyID uint32, p netip.Prefix) palisadeCidrKey {
+func cidrKeyOf(p netip.Prefix) palisadeCidrKey {
 	var k palisadeCidrKey
-	tag := policyID << 1
+	tag := uint32(0)
 	if p.Addr().Is4() {
-		tag |= 1
+		tag = 1
 		a := p.Addr().As4()
 		copy(k.Addr[:], a[:])
 	} else {
@@ -335,7 +335,7 @@ func (d *Dataplane) writePolicy(c *compile.Direction) (uint32, error) {
 	keys := make([]palisadeCidrKey, len(c.CIDRs))
 	values := make([]palisadeCidrValue, len(c.CIDRs))
 	for i, e := range c.CIDRs {
-		keys[i] = cidrKeyOf(0, e.Prefix)
+		keys[i] = cidrKeyOf(e.Prefix)
 		v := &values[i]
 		if e.Portset >= 0 {
 			v.Portset = setIDs[e.Portset]
@@ -364,23 +364,52 @@ func (d *Dataplane) writePolicy(c *compile.Direction) (uint32, error) {
 		d.releasePortsets(rec)
 		return 0, fmt.Errorf("%w: %d CIDR entries needed, %d of %d free", ErrCapacity, len(c.CIDRs), free, d.cfg.RuleCapacity)
 	}
-	id := d.nextPolicy
-	if id >= 1<<31 {
-		d.releasePortsets(rec)
-		return 0, fmt.Errorf("%w: policy ids", ErrCapacity)
+	if len(d.freeTables) == 0 && d.nextPolicy > uint32(d.cfg.MaxTables) {
+		d.flushForRoom()
 	}
-	d.nextPolicy++
+	id, err := d.newTable(keys, values)
+	if err != nil {
+		d.releasePortsets(rec)
+		return 0, err
+	}
+	rec.keys = keys
 	rec.refs = 1
 	d.policies[id] = rec
 	d.policyTexts[rec.text] = id
-	for i, e := range c.CIDRs {
-		key := cidrKeyOf(id, e.Prefix)
-		if err := d.objs.CidrRules.Update(&key, &values[i], ebpf.UpdateAny); err != nil {
-			d.deletePolicy(id)
-			return 0, fmt.Errorf("%w: CIDR rules map: %v", ErrCapacity, err)
+	d.cidrUsed += len(keys)
+	return id, nil
+}
+
+// newTable writes the entries into a trie of their own and puts it into
+// cidr_tables under a free id.
+func (d *Dataplane) newTable(keys []palisadeCidrKey, values []palisadeCidrValue) (uint32, error) {
+	var id uint32
+	if n := len(d.freeTables); n > 0 {
+		id = d.freeTables[n-1]
+	} else if d.nextPolicy <= uint32(d.cfg.MaxTables) {
+		id = d.nextPolicy
+	} else {
+		return 0, fmt.Errorf("%w: all %d CIDR tables in use", ErrCapacity, d.cfg.MaxTables)
+	}
+	spec := d.tableSpec.Copy()
+	spec.MaxEntries = uint32(max(len(keys), 1))
+	table, err := ebpf.NewMap(spec)
+	if err != nil {
+		return 0, fmt.Errorf("%w: create CIDR table: %v", ErrCapacity, err)
+	}
+	defer table.Close() // cidr_tables holds it from here
+	for i := range keys {
+		if err := table.Update(&keys[i], &values[i], ebpf.UpdateAny); err != nil {
+			return 0, fmt.Errorf("%w: CIDR table: %v", ErrCapacity, err)
 		}
-		rec.keys = append(rec.keys, key)
-		d.cidrUsed++
+	}
+	if err := d.objs.CidrTables.Update(id, table, ebpf.UpdateAny); err != nil {
+		return 0, fmt.Errorf("put CIDR table %d: %w", id, err)
+	}
+	if n := len(d.freeTables); n > 0 {
+		d.freeTables = d.freeTables[:n-1]
+	} else {
+		d.nextPolicy++
 	}
 	return id, nil
 }
@@ -556,10 +585,9 @@ func (d *Dataplane) deletePolicy(id uint32) {
 	if rec == nil {
 		return
 	}
-	for i := range rec.keys {
-		if err := d.objs.CidrRules.Delete(&rec.keys[i]); err == nil {
-			d.cidrUsed--
-		}
+	if err := d.objs.CidrTables.Delete(id); err == nil || errors.Is(err, ebpf.ErrKeyNotExist) {
+		d.cidrUsed -= len(rec.keys)
+		d.freeTables = append(d.freeTables, id)
 	}
 	d.releasePortsets(rec)
 	if d.policyTexts[rec.text] == id {
@@ -848,12 +876,8 @@ func (d *Dataplane) rebuild() error {
 		d.slotsUsed[ep.Id] = true
 		d.revision = max(d.revision, ep.Revision)
 	}
-	var ck palisadeCidrKey
-	var cv palisadeCidrValue
 	values := map[uint32][]palisadeCidrValue{}
-	cit := d.objs.CidrRules.Iterate()
-	for cit.Next(&ck, &cv) {
-		id := networkOrder(ck.Tag) >> 1
+	err = walkCIDRTables(d.objs.CidrTables, func(id uint32, ck palisadeCidrKey, cv palisadeCidrValue) error {
 		rec := d.policies[id]
 		if rec == nil {
 			rec = &policyRecord{}
@@ -865,10 +889,20 @@ func (d *Dataplane) rebuild() error {
 			rec.portsets = append(rec.portsets, cv.Portset)
 		}
 		d.cidrUsed++
+		return nil
+	}, func(id uint32) {
 		d.nextPolicy = max(d.nextPolicy, id+1)
+		if d.policies[id] == nil {
+			d.policies[id] = &policyRecord{} // an empty table
+		}
+	})
+	if err != nil {
+		return err
 	}
-	if err := cit.Err(); err != nil {
-		return fmt.Errorf("CIDR rules: %w", err)
+	for id := uint32(1); id < d.nextPolicy; id++ {
+		if d.policies[id] == nil {
+			d.freeTables = append(d.freeTables, id)
+		}
 	}
 	var pk palisadePortKey
 	var rule uint32

@@ -176,31 +176,31 @@ func TestEndpointsWithTheSameRulesShareOneTable(t *testing.T) {
 	wantVerdicts("b removed", a, false)
 }
 
-// TestPolicyTextIgnoresIDAndOrderOnly: two tables are the same one when
-// their entries are, whatever their policy id and order.
-func TestPolicyTextIgnoresIDAndOrderOnly(t *testing.T) {
+// TestPolicyTextIgnoresOrderOnly: two tables are the same one when their
+// entries are, whatever their order.
+func TestPolicyTextIgnoresOrderOnly(t *testing.T) {
 	prefixes := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("fd00::/64")}
-	table := func(id uint32, order []int, rule uint32) string {
+	table := func(order []int, rule uint32) string {
 		var keys []palisadeCidrKey
 		var values []palisadeCidrValue
 		for _, i := range order {
-			keys = append(keys, cidrKeyOf(id, prefixes[i]))
+			keys = append(keys, cidrKeyOf(prefixes[i]))
 			values = append(values, palisadeCidrValue{Flags: cidrAnyProto, AnyRule: rule + uint32(i)})
 		}
 		return policyText(keys, values)
 	}
-	base := table(1, []int{0, 1, 2}, 10)
-	if got := table(7, []int{2, 0, 1}, 10); got != base {
-		t.Error("another policy id and order made another table")
+	base := table([]int{0, 1, 2}, 10)
+	if got := table([]int{2, 0, 1}, 10); got != base {
+		t.Error("another order made another table")
 	}
-	if got := table(1, []int{0, 1, 2}, 11); got == base {
+	if got := table([]int{0, 1, 2}, 11); got == base {
 		t.Error("other rule ids made the same table")
 	}
-	if got := table(1, []int{0, 1}, 10); got == base {
+	if got := table([]int{0, 1}, 10); got == base {
 		t.Error("a missing entry made the same table")
 	}
-	v4 := cidrKeyOf(1, netip.MustParsePrefix("10.0.0.0/8"))
-	v6 := cidrKeyOf(1, netip.MustParsePrefix("a00::/8"))
+	v4 := cidrKeyOf(netip.MustParsePrefix("10.0.0.0/8"))
+	v6 := cidrKeyOf(netip.MustParsePrefix("a00::/8"))
 	value := []palisadeCidrValue{{Flags: cidrAnyProto}}
 	if policyText([]palisadeCidrKey{v4}, value) == policyText([]palisadeCidrKey{v6}, value) {
 		t.Error("an IPv4 and an IPv6 prefix of the same bits made the same table")

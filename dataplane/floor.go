@@ -11,7 +11,7 @@ import (
 // Floor is a program for benchmarks that does only what the first packet
 // of an allowed flow cannot avoid, with the kernel structures the programs
 // use: optionally the longest-prefix lookup of the frame's source in an
-// endpoint's ingress CIDR table, then the insert of the flow into an LRU
+// endpoint's ingress CIDR table (found in cidr_tables), then the insert of the flow into an LRU
 // hash of its own, of conntrack's size and key and entry sizes (IPv4: a
 // 16-byte key of addresses and ports; IPv6: 44 bytes, 8 zero bytes then
 // addresses and ports; a 24-byte entry). It passes every frame, but drops one whose
@@ -30,7 +30,7 @@ func (f *Floor) Close() error {
 // options or IPv6 extension headers). With lookup, the program first looks
 // the source up in the ingress table of the endpoint at ifindex.
 func (d *Dataplane) NewFloor(ifindex int, ipv6, lookup bool) (*Floor, error) {
-	const ipHeader, value, cidrKey = 14, -72, -104
+	const ipHeader, value, cidrKey, tableKey = 14, -72, -104, -112
 	keySize, key := 16, int16(-16)
 	addresses, ports := []int16{ipHeader + 12}, int16(ipHeader+20)
 	if ipv6 {
@@ -52,13 +52,23 @@ func (d *Dataplane) NewFloor(ifindex int, ipv6, lookup bool) (*Floor, error) {
 		if rec == nil || rec.value.Policy[0] == 0 {
 			return nil, fmt.Errorf("endpoint %d has no ingress rules to look up", ifindex)
 		}
-		tag := rec.value.Policy[0] << 1
-		prefixlen := cidrKeyBits + 128
+		table, tag, prefixlen := rec.value.Policy[0], uint32(0), cidrKeyBits+128
 		if !ipv6 {
-			tag |= 1
-			prefixlen = cidrKeyBits + 32
+			tag, prefixlen = 1, cidrKeyBits+32
 		}
 		insns = append(insns,
+			asm.StoreImm(asm.RFP, tableKey, int64(table), asm.Word),
+			asm.LoadMapPtr(asm.R1, d.objs.CidrTables.FD()),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, tableKey),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "miss"),
+			asm.Mov.Reg(asm.R7, asm.R0),
+			asm.LoadMem(asm.R2, asm.R6, 76, asm.Word),
+			asm.LoadMem(asm.R3, asm.R6, 80, asm.Word),
+			asm.Mov.Reg(asm.R4, asm.R2),
+			asm.Add.Imm(asm.R4, int32(ports)+4),
+			asm.JGT.Reg(asm.R4, asm.R3, "pass"),
 			asm.StoreImm(asm.RFP, cidrKey, int64(prefixlen), asm.Word),
 			asm.StoreImm(asm.RFP, cidrKey+4, int64(networkOrder(tag)), asm.Word),
 			asm.Mov.Imm(asm.R4, 0),
@@ -73,7 +83,7 @@ func (d *Dataplane) NewFloor(ifindex int, ipv6, lookup bool) (*Floor, error) {
 			insns = append(insns, asm.LoadMem(asm.R4, asm.R2, ipHeader+12, asm.Word), asm.StoreMem(asm.RFP, cidrKey+8, asm.R4, asm.Word))
 		}
 		insns = append(insns,
-			asm.LoadMapPtr(asm.R1, d.objs.CidrRules.FD()),
+			asm.Mov.Reg(asm.R1, asm.R7),
 			asm.Mov.Reg(asm.R2, asm.RFP),
 			asm.Add.Imm(asm.R2, cidrKey),
 			asm.FnMapLookupElem.Call(),

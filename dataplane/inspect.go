@@ -43,7 +43,7 @@ func Inspect(pinPath string) (*Inspection, error) {
 		palisadeMapEndpointRefsHash: &maps.EndpointRefsHash,
 		palisadeMapEndpointRecords:  &maps.EndpointRecords,
 		palisadeMapEndpointCounters: &maps.EndpointCounters,
-		palisadeMapCidrRules:        &maps.CidrRules,
+		palisadeMapCidrTables:       &maps.CidrTables,
 		palisadeMapPortRules:        &maps.PortRules,
 	} {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(pinPath, name), &ebpf.LoadPinOptions{ReadOnly: true})
@@ -92,14 +92,10 @@ func (i *Inspection) Endpoints() ([]EndpointState, error) {
 // EndpointState.RuleEntries counts.
 func (i *Inspection) readPolicyKeys() error {
 	policies := map[uint32]*policyRecord{}
-	err := walkCIDRRules(i.pinned.objs.CidrRules, func(k palisadeCidrKey, _ palisadeCidrValue) error {
-		id := cidrKeyPolicy(k)
-		if policies[id] == nil {
-			policies[id] = &policyRecord{}
-		}
+	err := walkCIDRTables(i.pinned.objs.CidrTables, func(id uint32, k palisadeCidrKey, _ palisadeCidrValue) error {
 		policies[id].keys = append(policies[id].keys, k)
 		return nil
-	})
+	}, func(id uint32) { policies[id] = &policyRecord{} })
 	if err != nil {
 		return err
 	}
@@ -135,21 +131,26 @@ func (i *Inspection) Tables(ifindex int) ([2]*compile.Direction, error) {
 			tables[dir] = &compile.Direction{}
 		}
 	}
-	err = walkCIDRRules(i.pinned.objs.CidrRules, func(k palisadeCidrKey, v palisadeCidrValue) error {
-		for dir, d := range tables {
-			if d == nil || rec.value.Policy[dir] != cidrKeyPolicy(k) {
-				continue
-			}
+	for dir, d := range tables {
+		if d == nil {
+			continue
+		}
+		id := rec.value.Policy[dir]
+		var mapID ebpf.MapID
+		if err := i.pinned.objs.CidrTables.Lookup(id, &mapID); err != nil {
+			return out, fmt.Errorf("tables of ifindex %d: CIDR table %d: %w", ifindex, id, err)
+		}
+		err := walkCIDRTable(id, mapID, func(_ uint32, k palisadeCidrKey, v palisadeCidrValue) error {
 			entry, err := decodeCIDREntry(k, v, portsets, d)
 			if err != nil {
 				return fmt.Errorf("tables of ifindex %d: %w", ifindex, err)
 			}
 			d.CIDRs = append(d.CIDRs, entry)
+			return nil
+		})
+		if err != nil {
+			return out, err
 		}
-		return nil
-	})
-	if err != nil {
-		return out, err
 	}
 	for dir, d := range tables {
 		if d != nil {
@@ -159,17 +160,43 @@ func (i *Inspection) Tables(ifindex int) ([2]*compile.Direction, error) {
 	return out, nil
 }
 
-func walkCIDRRules(m *ebpf.Map, fn func(palisadeCidrKey, palisadeCidrValue) error) error {
-	var k palisadeCidrKey
-	var v palisadeCidrValue
-	it := m.Iterate()
-	for it.Next(&k, &v) {
-		if err := fn(k, v); err != nil {
+// walkCIDRTables calls table for the id of every table in cidr_tables and
+// fn for each of its entries.
+func walkCIDRTables(tables *ebpf.Map, fn func(uint32, palisadeCidrKey, palisadeCidrValue) error, table func(uint32)) error {
+	var id uint32
+	var mapID ebpf.MapID
+	it := tables.Iterate()
+	for it.Next(&id, &mapID) {
+		if table != nil {
+			table(id)
+		}
+		if err := walkCIDRTable(id, mapID, fn); err != nil {
 			return err
 		}
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("read CIDR rules: %w", err)
+		return fmt.Errorf("read CIDR tables: %w", err)
+	}
+	return nil
+}
+
+// walkCIDRTable calls fn for each entry of the table with map id mapID.
+func walkCIDRTable(id uint32, mapID ebpf.MapID, fn func(uint32, palisadeCidrKey, palisadeCidrValue) error) error {
+	m, err := ebpf.NewMapFromID(mapID)
+	if err != nil {
+		return fmt.Errorf("open CIDR table %d: %w", id, err)
+	}
+	defer m.Close()
+	var k palisadeCidrKey
+	var v palisadeCidrValue
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if err := fn(id, k, v); err != nil {
+			return err
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read CIDR table %d: %w", id, err)
 	}
 	return nil
 }
@@ -198,10 +225,7 @@ func readPortsets(m *ebpf.Map) (map[uint32][]compile.PortEntry, error) {
 	return out, nil
 }
 
-// cidrKeyPolicy is the policy id a cidr_rules key belongs to.
-func cidrKeyPolicy(k palisadeCidrKey) uint32 { return networkOrder(k.Tag) >> 1 }
-
-// decodeCIDREntry turns one cidr_rules entry back into a compile.CIDREntry,
+// decodeCIDREntry turns one CIDR table entry back into a compile.CIDREntry,
 // appending the port set it allows to d.
 func decodeCIDREntry(k palisadeCidrKey, v palisadeCidrValue, portsets map[uint32][]compile.PortEntry, d *compile.Direction) (compile.CIDREntry, error) {
 	var addr netip.Addr

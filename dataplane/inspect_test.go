@@ -188,7 +188,7 @@ func TestInspectOpensMapsReadOnly(t *testing.T) {
 
 // Entries no dataplane writes are reported, not decoded into tables.
 func TestDecodeCIDREntryRejectsCorruptEntries(t *testing.T) {
-	good := cidrKeyOf(3, netip.MustParsePrefix("10.0.0.0/8"))
+	good := cidrKeyOf(netip.MustParsePrefix("10.0.0.0/8"))
 	short := good
 	short.Prefixlen = cidrKeyBits - 1
 	for name, c := range map[string]struct {

@@ -280,10 +280,11 @@ type MapUsage struct {
 func (d *Dataplane) Occupancy() (map[string]MapUsage, error) {
 	d.mu.Lock()
 	out := map[string]MapUsage{
-		"endpoints":  {Used: len(d.endpoints), Capacity: d.cfg.MaxEndpoints},
-		"cidr_rules": {Used: d.cidrUsed, Capacity: d.cfg.RuleCapacity},
-		"port_rules": {Used: d.portUsed, Capacity: d.cfg.PortRuleCapacity},
-		"port_dense": {Used: countTrue(d.denseUsed), Capacity: len(d.denseUsed)},
+		"endpoints":   {Used: len(d.endpoints), Capacity: d.cfg.MaxEndpoints},
+		"cidr_rules":  {Used: d.cidrUsed, Capacity: d.cfg.RuleCapacity},
+		"cidr_tables": {Used: len(d.policies), Capacity: d.cfg.MaxTables},
+		"port_rules":  {Used: d.portUsed, Capacity: d.cfg.PortRuleCapacity},
+		"port_dense":  {Used: countTrue(d.denseUsed), Capacity: len(d.denseUsed)},
 	}
 	d.mu.Unlock()
 	for name, m := range map[string]*ebpf.Map{"conntrack": d.objs.Conntrack4, "conntrack_ipv6": d.objs.Conntrack6, "fragments": d.objs.Fragments} {

@@ -26,7 +26,13 @@ type palisadeCidrValue struct {
 	AnyRule     uint32
 	Flags       uint32
 	InlineCount uint32
-	InlinePorts [2]palisadeInlinePort
+	InlinePorts [2]struct {
+		_     structs.HostLayout
+		Rule  uint32
+		Port  uint16
+		Proto uint8
+		Bits  uint8
+	}
 }
 
 type palisadeCounters struct {
@@ -136,7 +142,7 @@ type palisadePortKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	palisadeMapCidrRules              = "cidr_rules"
+	palisadeMapCidrTables             = "cidr_tables"
 	palisadeMapConntrack4             = "conntrack4"
 	palisadeMapConntrack6             = "conntrack6"
 	palisadeMapCtGenerations          = "ct_generations"
@@ -152,6 +158,8 @@ const (
 	palisadeMapPortRules              = "port_rules"
 	palisadeProgTcPodEgress           = "tc_pod_egress"
 	palisadeProgTcPodIngress          = "tc_pod_ingress"
+	palisadeVarCidrTableKeyType       = "cidr_table_key_type"
+	palisadeVarCidrTableValueType     = "cidr_table_value_type"
 	palisadeVarCtTimeoutJiffies       = "ct_timeout_jiffies"
 	palisadeVarEventBurst             = "event_burst"
 	palisadeVarEventRate              = "event_rate"
@@ -213,7 +221,7 @@ type palisadeProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type palisadeMapSpecs struct {
-	CidrRules        *ebpf.MapSpec `ebpf:"cidr_rules"`
+	CidrTables       *ebpf.MapSpec `ebpf:"cidr_tables"`
 	Conntrack4       *ebpf.MapSpec `ebpf:"conntrack4"`
 	Conntrack6       *ebpf.MapSpec `ebpf:"conntrack6"`
 	CtGenerations    *ebpf.MapSpec `ebpf:"ct_generations"`
@@ -233,6 +241,8 @@ type palisadeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type palisadeVariableSpecs struct {
+	CidrTableKeyType       *ebpf.VariableSpec `ebpf:"cidr_table_key_type"`
+	CidrTableValueType     *ebpf.VariableSpec `ebpf:"cidr_table_value_type"`
 	CtTimeoutJiffies       *ebpf.VariableSpec `ebpf:"ct_timeout_jiffies"`
 	EventBurst             *ebpf.VariableSpec `ebpf:"event_burst"`
 	EventRate              *ebpf.VariableSpec `ebpf:"event_rate"`
@@ -264,7 +274,7 @@ func (o *palisadeObjects) Close() error {
 //
 // It can be passed to loadPalisadeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type palisadeMaps struct {
-	CidrRules        *ebpf.Map `ebpf:"cidr_rules"`
+	CidrTables       *ebpf.Map `ebpf:"cidr_tables"`
 	Conntrack4       *ebpf.Map `ebpf:"conntrack4"`
 	Conntrack6       *ebpf.Map `ebpf:"conntrack6"`
 	CtGenerations    *ebpf.Map `ebpf:"ct_generations"`
@@ -282,7 +292,7 @@ type palisadeMaps struct {
 
 func (m *palisadeMaps) Close() error {
 	return _PalisadeClose(
-		m.CidrRules,
+		m.CidrTables,
 		m.Conntrack4,
 		m.Conntrack6,
 		m.CtGenerations,
@@ -303,6 +313,8 @@ func (m *palisadeMaps) Close() error {
 //
 // It can be passed to loadPalisadeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type palisadeVariables struct {
+	CidrTableKeyType       *ebpf.Variable `ebpf:"cidr_table_key_type"`
+	CidrTableValueType     *ebpf.Variable `ebpf:"cidr_table_value_type"`
 	CtTimeoutJiffies       *ebpf.Variable `ebpf:"ct_timeout_jiffies"`
 	EventBurst             *ebpf.Variable `ebpf:"event_burst"`
 	EventRate              *ebpf.Variable `ebpf:"event_rate"`

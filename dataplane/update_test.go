@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -268,19 +269,19 @@ func TestCloseFreesRetiredEntries(t *testing.T) {
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
 	}
-	pinned, err := ebpf.LoadPinnedMap(filepath.Join(d.cfg.PinPath, palisadeMapCidrRules), &ebpf.LoadPinOptions{ReadOnly: true})
+	pinned, err := ebpf.LoadPinnedMap(filepath.Join(d.cfg.PinPath, palisadeMapCidrTables), &ebpf.LoadPinOptions{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pinned.Close()
 	entries := 0
-	err = walkCIDRRules(pinned, func(k palisadeCidrKey, _ palisadeCidrValue) error {
+	err = walkCIDRTables(pinned, func(id uint32, k palisadeCidrKey, _ palisadeCidrValue) error {
 		entries++
-		if id := cidrKeyPolicy(k); id != live {
-			return fmt.Errorf("entry of policy %d left after Close, live policy is %d", id, live)
+		if id != live {
+			return fmt.Errorf("entry of table %d left after Close, the live table is %d", id, live)
 		}
 		return nil
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,5 +326,91 @@ func TestReferenceSwitchesChangeOneByte(t *testing.T) {
 		if now == previous[i] || (now^previous[i])&^0xff != 0 || now == 0 {
 			t.Errorf("endpoint %d: reference %#x became %#x", i, previous[i], now)
 		}
+	}
+}
+
+// TestCIDRTablesAreBoundedAndReused: every distinct table takes one of
+// MaxTables ids; when none is free the update fails closed with
+// ErrCapacity, a freed id serves the next table, and a restarted dataplane
+// knows which ids live tables hold.
+func TestCIDRTablesAreBoundedAndReused(t *testing.T) {
+	d := newDataplane(t, Config{MaxTables: 2, MaxEndpoints: 8})
+	a, b, c := dummyLink(t), dummyLink(t), dummyLink(t)
+	from := func(first byte) []byte {
+		return tcp(netip.AddrFrom4([4]byte{10, first, 0, 1}), podIP, 1000, 80, packet.SYN)
+	}
+	judge := func(d *Dataplane, when string, ifindex int, first byte, want bool) {
+		t.Helper()
+		if got := runFrame(t, d, policy.Ingress, ifindex, from(first)); got != want {
+			t.Errorf("%s: ifindex %d, peer 10.%d.0.1: allowed=%v, want %v", when, ifindex, first, got, want)
+		}
+	}
+	for i, ifindex := range []int{a, b} {
+		if _, err := d.SetPolicy(ifindex, hostsPolicy(byte(i+1), 5)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := d.SetPolicy(c, hostsPolicy(3, 5)); !errors.Is(err, ErrCapacity) {
+		t.Fatalf("a third table of two ids: %v, want ErrCapacity", err)
+	}
+	judge(d, "no table left", c, 3, false)
+	if err := d.RemovePolicy(b); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.SetPolicy(c, hostsPolicy(3, 5)); err != nil {
+		t.Fatalf("once a table is freed: %v", err)
+	}
+	judge(d, "freed id reused", c, 3, true)
+	judge(d, "freed id reused", c, 2, false)
+	judge(d, "freed id reused", a, 1, true)
+
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reopened, err := Open(d.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reopened.Close() }) // newDataplane's cleanup purges the pin path
+	if _, err := reopened.SetPolicy(b, hostsPolicy(4, 5)); !errors.Is(err, ErrCapacity) {
+		t.Fatalf("after reopening, with both ids in use: %v, want ErrCapacity", err)
+	}
+	if err := reopened.RemovePolicy(a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reopened.SetPolicy(b, hostsPolicy(4, 5)); err != nil {
+		t.Fatalf("after reopening, once a table is freed: %v", err)
+	}
+	judge(reopened, "reopened", b, 4, true)
+	judge(reopened, "reopened", c, 3, true)
+	judge(reopened, "reopened", c, 4, false)
+}
+
+// TestOpenRefusesTheSharedTrieLayout: maps pinned by a release that kept
+// every endpoint's rules in one cidr_rules trie are not adopted (their
+// endpoint records name tables this release does not have).
+func TestOpenRefusesTheSharedTrieLayout(t *testing.T) {
+	ensureBPFFS(t)
+	dir := filepath.Join(bpffs, randomName("palisade-test-"))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	old, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := old.Pin(filepath.Join(dir, "cidr_rules")); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := Open(Config{PinPath: dir}); !errors.Is(err, ebpf.ErrMapIncompatible) {
+		if d != nil {
+			d.Purge()
+		}
+		t.Fatalf("Open over the old layout: %v, want ErrMapIncompatible", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "cidr_rules")); err != nil {
+		t.Errorf("the old layout's map was touched: %v", err)
 	}
 }

@@ -32,15 +32,15 @@ enum direction {
 struct endpoint {
 	__u32 id;		/* slot: index of the counters, part of conntrack keys */
 	__u32 revision;		/* node-wide increasing; conntrack entries carry it */
-	__u32 policy[2];	/* per direction: policy id of the CIDR rules */
+	__u32 policy[2];	/* per direction: id of the CIDR table in cidr_tables */
 	__u8 isolated[2];	/* per direction */
 	__u8 pad[6];
 	__u64 content_hash;	/* of the programmed policy.Endpoint, for no-op updates */
 };
 
-/* Key of the cidr_rules LPM trie. tag is big-endian (policy id << 1 | is_ipv4)
- * so that one trie holds every endpoint's rules of both families; IPv4
- * addresses use the first 4 bytes of addr. */
+/* Key of a CIDR table, an LPM trie: tag is big-endian 1 for IPv4 (the
+ * address in the first 4 bytes of addr), 0 for IPv6, so one trie holds
+ * both families of a direction's rules. */
 struct cidr_key {
 	__u32 prefixlen;
 	__u32 tag;
@@ -62,7 +62,7 @@ struct inline_port {
 
 #define INLINE_PORTS 2
 
-/* Value of cidr_rules: what the longest matching prefix allows. */
+/* Value of a CIDR table: what the longest matching prefix allows. */
 struct cidr_value {
 	__u32 portset;		/* 0: none in port_rules */
 	__u32 any_rule;		/* rule allowing every protocol, if flags has CIDR_ANY_PROTOCOL */
@@ -130,14 +130,29 @@ static __always_inline struct endpoint *endpoint_of(__u32 ifindex)
 	return bpf_map_lookup_elem(&endpoint_records, &index);
 }
 
-struct {
+/* Every distinct direction's rules are a trie of their own, so that a
+ * lookup's depth follows its own rules, not the node's: cidr_tables holds
+ * them by table id, the endpoint record's policy[dir] (0: none). Tries
+ * are created from Go; this one is the template. */
+struct cidr_table {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__type(key, struct cidr_key);
-	__type(value, struct cidr_value);
-	__uint(max_entries, 1 << 20);
+	__uint(key_size, sizeof(struct cidr_key));
+	__uint(value_size, sizeof(struct cidr_value));
+	__uint(max_entries, 1);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
+};
+
+/* Keeps the tables' key and value types in BTF, for Go (bpf2go). */
+volatile const struct cidr_key cidr_table_key_type;
+volatile const struct cidr_value cidr_table_value_type;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, 16384);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} cidr_rules SEC(".maps");
+	__array(values, struct cidr_table);
+} cidr_tables SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

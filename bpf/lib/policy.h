@@ -58,10 +58,13 @@ static __always_inline int rules_allow(const struct endpoint *ep, int dir, __u8 
 				       __u8 proto, int has_port, __u16 port, __u32 *rule)
 {
 	struct cidr_key key = {};
-	__u32 policy = dir == DIR_EGRESS ? ep->policy[1] : ep->policy[0];
-	if (!policy)
+	__u32 table = dir == DIR_EGRESS ? ep->policy[1] : ep->policy[0];
+	if (!table)
 		return 0;
-	key.tag = bpf_htonl(policy << 1 | (family == 4));
+	void *cidrs = bpf_map_lookup_elem(&cidr_tables, &table);
+	if (!cidrs)
+		return 0;
+	key.tag = bpf_htonl(family == 4);
 	if (family == 4) {
 		key.prefixlen = 32 + 32;
 		__builtin_memcpy(key.addr, peer, 4);
@@ -69,7 +72,7 @@ static __always_inline int rules_allow(const struct endpoint *ep, int dir, __u8 
 		key.prefixlen = 32 + 128;
 		__builtin_memcpy(key.addr, peer, 16);
 	}
-	struct cidr_value *v = bpf_map_lookup_elem(&cidr_rules, &key);
+	struct cidr_value *v = bpf_map_lookup_elem(cidrs, &key);
 	if (!v)
 		return 0;
 	if (v->inline_count && inline_ports_match(v, proto, has_port, port, rule) >= 0)
