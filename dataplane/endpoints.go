@@ -380,38 +380,89 @@ func (d *Dataplane) writePolicy(c *compile.Direction) (uint32, error) {
 	return id, nil
 }
 
-// newTable writes the entries into a trie of their own and puts it into
-// cidr_tables under a free id.
+// newTable writes the entries into a free table and returns its id.
+//
+// Tries stay in cidr_tables once put there, empty while free: the kernel
+// waits for an RCU grace period on every update of an array of maps, so
+// tables are added in batches (one wait each), and a retired table is
+// emptied entry by entry rather than removed.
 func (d *Dataplane) newTable(keys []palisadeCidrKey, values []palisadeCidrValue) (uint32, error) {
-	var id uint32
-	if n := len(d.freeTables); n > 0 {
-		id = d.freeTables[n-1]
-	} else if d.nextPolicy <= uint32(d.cfg.MaxTables) {
-		id = d.nextPolicy
-	} else {
-		return 0, fmt.Errorf("%w: all %d CIDR tables in use", ErrCapacity, d.cfg.MaxTables)
+	if len(d.freeTables) == 0 {
+		if err := d.addTables(); err != nil {
+			return 0, err
+		}
 	}
-	spec := d.tableSpec.Copy()
-	spec.MaxEntries = uint32(max(len(keys), 1))
-	table, err := ebpf.NewMap(spec)
+	id := d.freeTables[len(d.freeTables)-1]
+	table, err := d.openTable(id)
 	if err != nil {
-		return 0, fmt.Errorf("%w: create CIDR table: %v", ErrCapacity, err)
+		return 0, err
 	}
-	defer table.Close() // cidr_tables holds it from here
+	defer table.Close()
 	for i := range keys {
 		if err := table.Update(&keys[i], &values[i], ebpf.UpdateAny); err != nil {
+			d.emptyTable(table, keys[:i])
 			return 0, fmt.Errorf("%w: CIDR table: %v", ErrCapacity, err)
 		}
 	}
-	if err := d.objs.CidrTables.Update(id, table, ebpf.UpdateAny); err != nil {
-		return 0, fmt.Errorf("put CIDR table %d: %w", id, err)
-	}
-	if n := len(d.freeTables); n > 0 {
-		d.freeTables = d.freeTables[:n-1]
-	} else {
-		d.nextPolicy++
-	}
+	d.freeTables = d.freeTables[:len(d.freeTables)-1]
 	return id, nil
+}
+
+// tablesPerBatch is how many empty tables addTables puts into cidr_tables
+// at once.
+const tablesPerBatch = 64
+
+// addTables puts a batch of empty tries into cidr_tables after the ids in
+// use, up to MaxTables.
+func (d *Dataplane) addTables() error {
+	first := d.nextPolicy
+	n := min(tablesPerBatch, int(uint32(d.cfg.MaxTables)+1-first))
+	if n <= 0 {
+		return fmt.Errorf("%w: all %d CIDR tables in use", ErrCapacity, d.cfg.MaxTables)
+	}
+	spec := d.tableSpec.Copy()
+	spec.MaxEntries = uint32(d.cfg.RuleCapacity) // a limit: tries allocate per entry
+	ids := make([]uint32, n)
+	fds := make([]uint32, n)
+	for i := range n {
+		table, err := ebpf.NewMap(spec)
+		if err != nil {
+			return fmt.Errorf("%w: create CIDR table: %v", ErrCapacity, err)
+		}
+		defer table.Close() // cidr_tables holds it from here
+		ids[i], fds[i] = first+uint32(i), uint32(table.FD())
+	}
+	if _, err := d.objs.CidrTables.BatchUpdate(ids, fds, nil); err != nil {
+		return fmt.Errorf("put CIDR tables %d-%d: %w", first, first+uint32(n)-1, err)
+	}
+	d.nextPolicy += uint32(n)
+	for i := n - 1; i >= 0; i-- {
+		d.freeTables = append(d.freeTables, ids[i])
+	}
+	return nil
+}
+
+func (d *Dataplane) openTable(id uint32) (*ebpf.Map, error) {
+	var mapID ebpf.MapID
+	if err := d.objs.CidrTables.Lookup(id, &mapID); err != nil {
+		return nil, fmt.Errorf("CIDR table %d: %w", id, err)
+	}
+	table, err := ebpf.NewMapFromID(mapID)
+	if err != nil {
+		return nil, fmt.Errorf("open CIDR table %d: %w", id, err)
+	}
+	return table, nil
+}
+
+// emptyTable deletes keys from table and reports whether it is empty.
+func (d *Dataplane) emptyTable(table *ebpf.Map, keys []palisadeCidrKey) bool {
+	empty := true
+	for i := range keys {
+		if err := table.Delete(&keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			empty = false
+		}
+	}
+	return empty
 }
 
 // policyText identifies a table by its entries, whatever its policy id and
@@ -585,10 +636,14 @@ func (d *Dataplane) deletePolicy(id uint32) {
 	if rec == nil {
 		return
 	}
-	if err := d.objs.CidrTables.Delete(id); err == nil || errors.Is(err, ebpf.ErrKeyNotExist) {
-		d.cidrUsed -= len(rec.keys)
-		d.freeTables = append(d.freeTables, id)
+	// A table whose entries could not all be deleted is not used again.
+	if table, err := d.openTable(id); err == nil {
+		if d.emptyTable(table, rec.keys) {
+			d.freeTables = append(d.freeTables, id)
+		}
+		table.Close()
 	}
+	d.cidrUsed -= len(rec.keys)
 	d.releasePortsets(rec)
 	if d.policyTexts[rec.text] == id {
 		delete(d.policyTexts, rec.text)
@@ -890,16 +945,20 @@ func (d *Dataplane) rebuild() error {
 		}
 		d.cidrUsed++
 		return nil
-	}, func(id uint32) {
-		d.nextPolicy = max(d.nextPolicy, id+1)
-		if d.policies[id] == nil {
-			d.policies[id] = &policyRecord{} // an empty table
-		}
-	})
+	}, func(id uint32) { d.nextPolicy = max(d.nextPolicy, id+1) })
 	if err != nil {
 		return err
 	}
-	for id := uint32(1); id < d.nextPolicy; id++ {
+	// An empty table is live when an endpoint uses it (a direction that
+	// allows nothing), else free.
+	for _, rec := range d.endpoints {
+		for _, id := range rec.value.Policy {
+			if id != 0 && id < d.nextPolicy && d.policies[id] == nil {
+				d.policies[id] = &policyRecord{}
+			}
+		}
+	}
+	for id := d.nextPolicy - 1; id >= 1; id-- {
 		if d.policies[id] == nil {
 			d.freeTables = append(d.freeTables, id)
 		}

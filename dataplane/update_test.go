@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -412,5 +413,56 @@ func TestOpenRefusesTheSharedTrieLayout(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "cidr_rules")); err != nil {
 		t.Errorf("the old layout's map was touched: %v", err)
+	}
+}
+
+// TestTablesStayInTheArray: replacing policies reuses emptied tables, so
+// the array of maps (each update of which waits for a grace period) only
+// grows by whole batches; and a live table without entries (a direction
+// that allows nothing) is not taken for a free one after a restart.
+func TestTablesStayInTheArray(t *testing.T) {
+	d := newDataplane(t, Config{})
+	a, b := dummyLink(t), dummyLink(t)
+	for i := range 100 {
+		if _, err := d.SetPolicy(a, hostsPolicy(byte(i), 3)); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 9 {
+			if err := d.flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if d.nextPolicy-1 != tablesPerBatch {
+		t.Errorf("100 replacements put %d tables into the array, want one batch of %d", d.nextPolicy-1, tablesPerBatch)
+	}
+	if _, err := d.SetPolicy(b, &policy.Endpoint{Ingress: policy.Direction{Isolated: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reopened, err := Open(d.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reopened.Close() }) // newDataplane's cleanup purges the pin path
+	empty := reopened.endpoints[b].value.Policy[policy.Ingress]
+	if reopened.policies[empty] == nil || slices.Contains(reopened.freeTables, empty) {
+		t.Fatalf("after reopening, the live empty table %d is taken for a free one", empty)
+	}
+	for i := range 3 {
+		if _, err := reopened.SetPolicy(a, hostsPolicy(byte(200+i), 3)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		peer := tcp(netip.AddrFrom4([4]byte{10, byte(200 + i), 0, 0}), podIP, 1000, 80, packet.SYN)
+		if runFrame(t, reopened, policy.Ingress, b, peer) {
+			t.Errorf("the endpoint that allows nothing let in a peer of another endpoint's table %d", i)
+		}
+	}
+	if !runFrame(t, reopened, policy.Ingress, a, tcp(netip.AddrFrom4([4]byte{10, 202, 0, 0}), podIP, 1000, 80, packet.SYN)) {
+		t.Error("the replaced policy does not allow its peer")
 	}
 }
