@@ -37,7 +37,7 @@ type endpointRecord struct {
 type policyRecord struct {
 	keys     []palisadeCidrKey
 	portsets []uint32 // referenced port sets, one reference each
-	text     string   // the entries without their policy id
+	text     string   // policyText of its entries
 	refs     int      // endpoint directions using it
 }
 
@@ -465,8 +465,8 @@ func (d *Dataplane) emptyTable(table *ebpf.Map, keys []palisadeCidrKey) bool {
 	return empty
 }
 
-// policyText identifies a table by its entries, whatever its policy id and
-// their order: the SHA-256 of the sorted entries.
+// policyText identifies a table by its entries, whatever their order: the
+// SHA-256 of the sorted entries.
 func policyText(keys []palisadeCidrKey, values []palisadeCidrValue) string {
 	le := binary.LittleEndian
 	entries := make([][]byte, len(keys))
@@ -474,7 +474,7 @@ func policyText(keys []palisadeCidrKey, values []palisadeCidrValue) string {
 		k, v := &keys[i], &values[i]
 		e := make([]byte, 0, 64)
 		e = le.AppendUint32(e, k.Prefixlen)
-		e = le.AppendUint32(e, k.Tag&networkOrder(1)) // the family bit, not the id
+		e = le.AppendUint32(e, k.Tag)
 		e = append(e, k.Addr[:]...)
 		for _, n := range []uint32{v.Portset, v.AnyRule, v.Flags, v.InlineCount} {
 			e = le.AppendUint32(e, n)
