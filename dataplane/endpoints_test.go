@@ -14,7 +14,6 @@ import (
 // hash), replaces, reopens and removes them.
 func TestIfindexesBeyondTheArray(t *testing.T) {
 	d := newDataplane(t, Config{IfindexArraySize: 2})
-	cfg := d.cfg
 	const inArray = 1
 	beyond := dummyLink(t)
 	if beyond < 2 {
@@ -50,15 +49,7 @@ func TestIfindexesBeyondTheArray(t *testing.T) {
 		judge("replaced back", ifindex, true, false)
 	}
 
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	reopened, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reopened.Close() }) // newDataplane's cleanup purges the pin path
-	d = reopened
+	d = reopen(t, d)
 	states, err := d.Endpoints()
 	if err != nil {
 		t.Fatal(err)

@@ -63,6 +63,21 @@ func newDataplane(t testing.TB, cfg Config) *Dataplane {
 	return d
 }
 
+// reopen closes d and opens its pinned maps again, as a restarted agent
+// does; newDataplane's cleanup purges them.
+func reopen(t *testing.T, d *Dataplane) *Dataplane {
+	t.Helper()
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	reopened, err := Open(d.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reopened.Close() })
+	return reopened
+}
+
 // dummyLink creates a veth pair, deleted when the test ends, and returns
 // the ifindex of one end.
 func dummyLink(t testing.TB) int {

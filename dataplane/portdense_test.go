@@ -142,15 +142,7 @@ func TestDensePortSlotsAreReusedAndRunOut(t *testing.T) {
 	}
 
 	// A restarted dataplane knows which slots are taken.
-	cfg := d.cfg
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	reopened, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reopened.Close() }) // newDataplane's cleanup purges the pin path
+	reopened := reopen(t, d)
 	if got := denseSlotsUsed(t, reopened); got != 2 {
 		t.Errorf("after reopening: %d dense port sets, want 2", got)
 	}

@@ -365,14 +365,7 @@ func TestCIDRTablesAreBoundedAndReused(t *testing.T) {
 	judge(d, "freed id reused", c, 2, false)
 	judge(d, "freed id reused", a, 1, true)
 
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	reopened, err := Open(d.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reopened.Close() }) // newDataplane's cleanup purges the pin path
+	reopened := reopen(t, d)
 	if _, err := reopened.SetPolicy(b, hostsPolicy(4, 5)); !errors.Is(err, ErrCapacity) {
 		t.Fatalf("after reopening, with both ids in use: %v, want ErrCapacity", err)
 	}
@@ -439,14 +432,7 @@ func TestTablesStayInTheArray(t *testing.T) {
 	if _, err := d.SetPolicy(b, &policy.Endpoint{Ingress: policy.Direction{Isolated: true}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
-	}
-	reopened, err := Open(d.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reopened.Close() }) // newDataplane's cleanup purges the pin path
+	reopened := reopen(t, d)
 	empty := reopened.endpoints[b].value.Policy[policy.Ingress]
 	if reopened.policies[empty] == nil || slices.Contains(reopened.freeTables, empty) {
 		t.Fatalf("after reopening, the live empty table %d is taken for a free one", empty)
