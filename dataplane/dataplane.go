@@ -300,6 +300,14 @@ func Open(cfg Config) (*Dataplane, error) {
 		d.closeObjects()
 		return nil, fmt.Errorf("read pinned state: %w", err)
 	}
+	// Tables ready before the first pod needs one: adding them waits for
+	// a grace period.
+	if len(d.freeTables) == 0 && d.nextPolicy <= uint32(cfg.MaxTables) {
+		if err := d.addTables(); err != nil {
+			d.closeObjects()
+			return nil, err
+		}
+	}
 	if err := d.adoptLinks(); err != nil {
 		d.closeObjects()
 		return nil, err
