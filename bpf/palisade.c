@@ -124,6 +124,7 @@ __noinline int enforce_fully(struct __sk_buff *skb, const struct endpoint *ep, i
 			generation_index = ct_generation_index(&key);
 			__u32 *g = ct_generation(generation_index);
 			generation = g ? *g : 0;
+			flow_cache_order_loads(fp);
 		}
 		/* A SYN opens a new connection: the rules judge it, whatever
 		 * an older flow of the same addresses and ports left. */

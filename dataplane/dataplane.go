@@ -37,6 +37,8 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"sync"
 	"time"
 
@@ -264,6 +266,7 @@ func Open(cfg Config) (*Dataplane, error) {
 		"event_burst":              uint64(cfg.EventBurst),
 		"flow_cache_bits":          uint32(bits.TrailingZeros(uint(cfg.FlowCacheSlots))),
 		"flow_cache_jiffies":       clock.ticks(cfg.Timeouts.flowCacheHold()),
+		"loads_reorder":            boolByte(loadsReorder),
 	}
 	for name, v := range vars {
 		if err := spec.Variables[name].Set(v); err != nil {
@@ -427,4 +430,16 @@ func (d *Dataplane) allMaps() map[string]*ebpf.Map {
 // ingress judges traffic to a pod, egress traffic from it.
 func (d *Dataplane) Programs() (ingress, egress *ebpf.Program) {
 	return d.objs.TcPodIngress, d.objs.TcPodEgress
+}
+
+// loadsReorder tells whether this CPU may reorder a load with later loads,
+// as every architecture Go supports may except x86 and s390x; the programs
+// then fence between the reads that date a flow cache slot and conntrack.
+var loadsReorder = !slices.Contains([]string{"amd64", "386", "s390x"}, runtime.GOARCH)
+
+func boolByte(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
 }

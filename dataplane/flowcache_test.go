@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cilium/ebpf/asm"
 	"github.com/palisade-net/palisade/policy"
 	"github.com/palisade-net/palisade/policy/packet"
 	"github.com/palisade-net/palisade/policy/policygen"
@@ -86,14 +87,16 @@ func flowSequence(r *rand.Rand, steps int) []cacheStep {
 // returning to the same flows, once with the flow cache off and once on,
 // from the same empty state, and wants the same verdict for every frame.
 // Two slots make every flow evict others and compare keys with them.
+// The fenced run loads the programs as for arm64 (see loadsReorder).
 func TestFlowCacheChangesNoVerdict(t *testing.T) {
 	for _, slots := range []int{2, 64} {
-		t.Run(fmt.Sprintf("slots=%d", slots), func(t *testing.T) { testFlowCacheChangesNoVerdict(t, slots) })
+		t.Run(fmt.Sprintf("slots=%d", slots), func(t *testing.T) { testFlowCacheChangesNoVerdict(t, slots, false) })
 	}
+	t.Run("slots=64/fenced", func(t *testing.T) { testFlowCacheChangesNoVerdict(t, 64, true) })
 }
 
-func testFlowCacheChangesNoVerdict(t *testing.T, slots int) {
-	d := newDataplane(t, Config{FlowCacheSlots: slots})
+func testFlowCacheChangesNoVerdict(t *testing.T, slots int, fenced bool) {
+	d := newFencedDataplane(t, Config{FlowCacheSlots: slots}, fenced)
 	ifindex := dummyLink(t)
 	r := rand.New(rand.NewPCG(20261123, uint64(slots)))
 	sequences, steps := 20, 6000
@@ -267,5 +270,45 @@ func TestFlowCacheSizeMustBeAPowerOfTwo(t *testing.T) {
 			d.Purge()
 			t.Errorf("FlowCacheSlots %d accepted", slots)
 		}
+	}
+}
+
+// newFencedDataplane opens a dataplane whose programs fence their loads as
+// on CPUs that reorder them (fenced) or as on x86.
+func newFencedDataplane(t *testing.T, cfg Config, fenced bool) *Dataplane {
+	t.Helper()
+	native := loadsReorder
+	loadsReorder = fenced
+	defer func() { loadsReorder = native }()
+	return newDataplane(t, cfg)
+}
+
+// TestLoadFenceOnlyWhereLoadsReorder: the fence is one fetching atomic on
+// the full path where loads reorder, and the verifier removes it as dead
+// code where they do not.
+func TestLoadFenceOnlyWhereLoadsReorder(t *testing.T) {
+	fences := func(fenced bool) int {
+		ingress, _ := newFencedDataplane(t, Config{}, fenced).Programs()
+		info, err := ingress.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		insns, err := info.Instructions()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, ins := range insns {
+			if ins.OpCode.Class().IsStore() && ins.OpCode.Mode() == asm.AtomicMode && ins.OpCode.AtomicOp() == asm.FetchOr {
+				n++
+			}
+		}
+		return n
+	}
+	if n := fences(false); n != 0 {
+		t.Errorf("%d fences in the programs loaded as for x86, want 0", n)
+	}
+	if n := fences(true); n != 1 {
+		t.Errorf("%d fences in the programs loaded as for arm64, want 1", n)
 	}
 }

@@ -169,6 +169,7 @@ const (
 	palisadeVarFlowCacheOff           = "flow_cache_off"
 	palisadeVarFragmentTimeoutJiffies = "fragment_timeout_jiffies"
 	palisadeVarJiffiesPerSecond       = "jiffies_per_second"
+	palisadeVarLoadsReorder           = "loads_reorder"
 )
 
 // loadPalisade returns the embedded CollectionSpec for palisade.
@@ -252,6 +253,7 @@ type palisadeVariableSpecs struct {
 	FlowCacheOff           *ebpf.VariableSpec `ebpf:"flow_cache_off"`
 	FragmentTimeoutJiffies *ebpf.VariableSpec `ebpf:"fragment_timeout_jiffies"`
 	JiffiesPerSecond       *ebpf.VariableSpec `ebpf:"jiffies_per_second"`
+	LoadsReorder           *ebpf.VariableSpec `ebpf:"loads_reorder"`
 }
 
 // palisadeObjects contains all objects after they have been loaded into the kernel.
@@ -324,6 +326,7 @@ type palisadeVariables struct {
 	FlowCacheOff           *ebpf.Variable `ebpf:"flow_cache_off"`
 	FragmentTimeoutJiffies *ebpf.Variable `ebpf:"fragment_timeout_jiffies"`
 	JiffiesPerSecond       *ebpf.Variable `ebpf:"jiffies_per_second"`
+	LoadsReorder           *ebpf.Variable `ebpf:"loads_reorder"`
 }
 
 // palisadePrograms contains all programs after they have been loaded into the kernel.

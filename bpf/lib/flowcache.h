@@ -57,6 +57,12 @@ volatile const __u64 flow_cache_jiffies = 250;
 volatile __u32 flow_cache_epoch;
 /* Set from Go to send every packet through the full path. */
 volatile __u32 flow_cache_off;
+/* Set from Go on CPUs that may reorder a load with later loads (arm64 and
+ * the others but x86 and s390x). There the full path fences after reading
+ * the epoch and the conntrack generation and before looking the flow up,
+ * or a slot could pair a new epoch or generation with conntrack as it was
+ * before the change. Elsewhere the verifier drops the fence as dead code. */
+volatile const __u8 loads_reorder;
 
 /* 2048 buckets of 8 bytes (array values are 8-byte aligned): small
  * enough for the kernel to allocate from its linearly mapped memory, so
@@ -307,6 +313,22 @@ static __always_inline struct flow_slot *flow_slot_of(struct flow_probe *fp)
 	if (!fp->has_slot)
 		return 0;
 	return bpf_map_lookup_elem(&flow_cache, &fp->slot_index);
+}
+
+/* Orders the loads before it before the loads after it. A fetching atomic
+ * is fully ordered on every BPF JIT (arm64: ldaddal); adding 0 to a word
+ * of this CPU's own slot changes nothing and touches no other CPU's line. */
+static __always_inline void flow_cache_order_loads(struct flow_probe *fp)
+{
+	if (!loads_reorder)
+		return;
+	struct flow_slot *s = flow_slot_of(fp);
+	if (!s)
+		return;
+	__u64 old = __sync_fetch_and_add(&s->stamp, 0);
+	/* a used result keeps the fetching form: without it, arm64 gets an
+	 * unordered stadd */
+	asm volatile("" : "+r"(old));
 }
 
 static __always_inline void flow_cache_fill(struct flow_slot *s, const struct flow_probe *fp, const struct endpoint *ep,
