@@ -204,6 +204,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		have := current[want.Name]
 		if have == nil {
 			if err := r.Client.Create(ctx, want); apierrors.IsAlreadyExists(err) {
+				var taken v1alpha1.PolicyEndpoint
+				if err := r.Client.Get(ctx, client.ObjectKeyFromObject(want), &taken); err == nil && taken.Spec.PolicyRef.Name != req.Name {
+					return reconcile.Result{}, fmt.Errorf("PolicyEndpoint %s belongs to policy %s", want.Name, taken.Spec.PolicyRef.Name)
+				}
 				// The cache has not seen our earlier write yet.
 				return reconcile.Result{RequeueAfter: r.BatchDelay}, nil
 			} else if err != nil {

@@ -292,7 +292,7 @@ func parseIPBlock(b *networkingv1.IPBlock) (v1alpha1.EndpointInfo, error) {
 	if err != nil {
 		return v1alpha1.EndpointInfo{}, fmt.Errorf("ipBlock cidr %q: %w", b.CIDR, err)
 	}
-	cidr = netip.PrefixFrom(cidr.Addr().Unmap(), cidr.Bits()-unmapBits(cidr.Addr())).Masked()
+	cidr = canonicalPrefix(cidr)
 	info := v1alpha1.EndpointInfo{CIDR: v1alpha1.NetworkAddress(cidr.String())}
 	if len(b.Except) > v1alpha1.MaxExcepts {
 		return v1alpha1.EndpointInfo{}, fmt.Errorf("ipBlock %q has %d excepts, more than the %d a PolicyEndpoint holds", b.CIDR, len(b.Except), v1alpha1.MaxExcepts)
@@ -302,7 +302,7 @@ func parseIPBlock(b *networkingv1.IPBlock) (v1alpha1.EndpointInfo, error) {
 		if err != nil {
 			return v1alpha1.EndpointInfo{}, fmt.Errorf("ipBlock except %q: %w", e, err)
 		}
-		except = netip.PrefixFrom(except.Addr().Unmap(), except.Bits()-unmapBits(except.Addr())).Masked()
+		except = canonicalPrefix(except)
 		if except.Addr().Is4() != cidr.Addr().Is4() {
 			return v1alpha1.EndpointInfo{}, fmt.Errorf("ipBlock except %q is not in the family of cidr %q", e, b.CIDR)
 		}
@@ -311,12 +311,15 @@ func parseIPBlock(b *networkingv1.IPBlock) (v1alpha1.EndpointInfo, error) {
 	return info, nil
 }
 
-// unmapBits is what a prefix of an IPv4-mapped IPv6 address loses when unmapped.
-func unmapBits(a netip.Addr) int {
-	if a.Is4In6() {
-		return 96
+// canonicalPrefix masks p and writes an IPv4-mapped IPv6 prefix of /96 or
+// longer as the IPv4 prefix it is. A shorter one (::ffff:10.0.0.0/8) is
+// the IPv6 prefix Go's net.ParseCIDR reads (::/8), as upstream consumers
+// of the field read it.
+func canonicalPrefix(p netip.Prefix) netip.Prefix {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96).Masked()
 	}
-	return 0
+	return p.Masked()
 }
 
 // portResolver gives the number of a named port, or false.
@@ -553,22 +556,20 @@ type egressAllowance struct {
 func (c *compilation) allows(allowances []egressAllowance, podKey types.NamespacedName, addr netip.Addr, protocol corev1.Protocol, port int32) bool {
 	pod := c.x.pods[podKey]
 	for _, a := range allowances {
-		inPeers := a.allPeers
-		if !inPeers && pod != nil {
-			_, inPeers = a.pods[podKey]
+		asPod := pod != nil && a.allPeers
+		if pod != nil && !asPod {
+			_, asPod = a.pods[podKey]
 		}
-		if !inPeers {
-			inPeers = blocksContain(a.blocks, addr)
-		}
-		if !inPeers {
+		if !asPod && !a.allPeers && !blocksContain(a.blocks, addr) {
 			continue
 		}
 		r := &c.policy.egress[a.rule]
 		if len(r.ports) == 0 {
 			return true
 		}
+		// Named ports are the destination pod's; an ipBlock has none.
 		var resolve portResolver = func(namedPortKey) (int32, bool) { return 0, false }
-		if pod != nil {
+		if asPod {
 			resolve = podResolver(pod)
 		}
 		ports, _ := c.resolvePorts("egress", a.rule, r.ports, resolve, true)
@@ -624,9 +625,11 @@ func (c *compilation) services(allowances []egressAllowance) []v1alpha1.Endpoint
 				blocks = append(blocks, p)
 			}
 		}
-		for podKey := range a.pods {
-			for svc := range c.x.servicesOf[podKey] {
-				candidates[svc] = struct{}{}
+		for _, pod := range a.pods {
+			for _, ip := range pod.ips {
+				for svc := range c.x.servicesAt[ip] {
+					candidates[svc] = struct{}{}
+				}
 			}
 		}
 	}
@@ -709,7 +712,7 @@ func (c *compilation) serviceTargetsAllowed(allowances []egressAllowance, svc ty
 			return false
 		}
 		for _, ep := range s.endpoints {
-			if !c.allows(allowances, ep.pod, ep.addr, protocol, *target) {
+			if !c.allows(allowances, c.x.podByIP[ep.addr], ep.addr, protocol, *target) {
 				return false
 			}
 			endpoints++
@@ -842,12 +845,16 @@ func podEndpoints(pods []*podRecord) []v1alpha1.PodEndpoint {
 }
 
 // setName is the name of chunk 0 of a chunk set; chunk i > 0 appends "-i".
+// A policy name cut to fit is hashed whole, so that two policies sharing
+// the kept part do not share objects.
 func setName(policy, node, group string) string {
-	sum := sha256.Sum256([]byte(node + "\x00" + group))
+	hashed := node + "\x00" + group
 	const maxPrefix = 253 - 1 - 10 - 1 - 6
 	if len(policy) > maxPrefix {
+		hashed += "\x00" + policy
 		policy = strings.TrimRight(policy[:maxPrefix], "-.")
 	}
+	sum := sha256.Sum256([]byte(hashed))
 	return policy + "-" + hex.EncodeToString(sum[:5])
 }
 

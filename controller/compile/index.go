@@ -85,18 +85,25 @@ func newPodRecord(pod *corev1.Pod) *podRecord {
 	for _, ip := range rec.ips {
 		rec.addrs = append(rec.addrs, hostAddress(ip))
 	}
-	addPorts := func(containers []corev1.Container) {
-		for _, c := range containers {
-			for _, p := range c.Ports {
-				if p.Name == "" {
-					continue
-				}
-				rec.ports[namedPortKey{p.Name, protocolOrTCP(p.Protocol)}] = p.ContainerPort
+	// As the EndpointSlice controller finds a named port: the first
+	// container that defines it, among the regular containers, then the
+	// sidecars (init containers that keep running).
+	addPorts := func(c corev1.Container) {
+		for _, p := range c.Ports {
+			key := namedPortKey{p.Name, protocolOrTCP(p.Protocol)}
+			if _, taken := rec.ports[key]; p.Name != "" && !taken {
+				rec.ports[key] = p.ContainerPort
 			}
 		}
 	}
-	addPorts(pod.Spec.Containers)
-	addPorts(pod.Spec.InitContainers)
+	for _, c := range pod.Spec.Containers {
+		addPorts(c)
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			addPorts(c)
+		}
+	}
 	terminated := pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 	rec.peer = !pod.Spec.HostNetwork && !terminated && len(rec.ips) > 0
 	return rec
@@ -129,17 +136,20 @@ type sliceRecord struct {
 	endpoints []sliceEndpoint
 }
 
-// sliceEndpoint is one endpoint address, resolved to its pod when possible;
-// an unresolved one keeps a zero pod key.
+// sliceEndpoint is one endpoint address. Which pod it leads to is looked up
+// by address when needed, never taken from the slice's targetRef: traffic
+// goes to the address, whoever holds it now.
 type sliceEndpoint struct {
-	pod  types.NamespacedName
 	addr netip.Addr
 }
 
-func endpointPods(eps []sliceEndpoint) []types.NamespacedName {
+// endpointPods returns the pods that hold the endpoints' addresses now.
+func (x *Index) endpointPods(eps []sliceEndpoint) []types.NamespacedName {
 	out := make([]types.NamespacedName, 0, len(eps))
 	for _, ep := range eps {
-		out = append(out, ep.pod)
+		if pod, ok := x.podByIP[ep.addr]; ok {
+			out = append(out, pod)
+		}
 	}
 	return out
 }
@@ -248,7 +258,7 @@ type Index struct {
 	services     map[types.NamespacedName]*corev1.Service
 	slices       map[types.NamespacedName]*sliceRecord
 	slicesBySvc  map[types.NamespacedName]map[types.NamespacedName]*sliceRecord
-	servicesOf   map[types.NamespacedName]map[types.NamespacedName]int // pod -> services backed (count of slice references)
+	servicesAt   map[netip.Addr]map[types.NamespacedName]int // endpoint address -> services (count of slice references)
 	policies     map[types.NamespacedName]*policyRecord
 	policiesByNS map[string]map[string]*policyRecord
 	// peerMemo caches peer selections; any pod or namespace change clears it.
@@ -265,7 +275,7 @@ func NewIndex() *Index {
 		services:     map[types.NamespacedName]*corev1.Service{},
 		slices:       map[types.NamespacedName]*sliceRecord{},
 		slicesBySvc:  map[types.NamespacedName]map[types.NamespacedName]*sliceRecord{},
-		servicesOf:   map[types.NamespacedName]map[types.NamespacedName]int{},
+		servicesAt:   map[netip.Addr]map[types.NamespacedName]int{},
 		policies:     map[types.NamespacedName]*policyRecord{},
 		policiesByNS: map[string]map[string]*policyRecord{},
 		peerMemo:     map[string]*peerSelection{},
@@ -428,6 +438,16 @@ func (x *Index) updatePeerMemo(old, updated *podRecord) {
 					next.addrs = append(next.addrs, a)
 				}
 			}
+			// An address another selected pod also holds stays.
+			for _, a := range old.addrs {
+				for _, p := range next.pods {
+					if slices.Contains(p.addrs, a) {
+						next.addrs = append(next.addrs, a)
+						break
+					}
+				}
+			}
+			slices.Sort(next.addrs)
 		} else {
 			next.addrs = append(next.addrs, sel.addrs...)
 		}
@@ -557,7 +577,7 @@ func (x *Index) DeleteService(key types.NamespacedName) PolicyKeys {
 func (x *Index) policiesReachingService(svc types.NamespacedName) PolicyKeys {
 	affected := PolicyKeys{}
 	for _, s := range x.slicesBySvc[svc] {
-		x.addPoliciesReachingPods(affected, endpointPods(s.endpoints))
+		x.addPoliciesReachingPods(affected, x.endpointPods(s.endpoints))
 	}
 	return affected
 }
@@ -602,15 +622,6 @@ func (x *Index) UpsertEndpointSlice(es *discoveryv1.EndpointSlice) PolicyKeys {
 		if addr, err := netip.ParseAddr(ep.Addresses[0]); err == nil {
 			entry.addr = addr.Unmap()
 		}
-		if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
-			ns := ep.TargetRef.Namespace
-			if ns == "" {
-				ns = es.Namespace
-			}
-			entry.pod = types.NamespacedName{Namespace: ns, Name: ep.TargetRef.Name}
-		} else if entry.addr.IsValid() {
-			entry.pod = x.podByIP[entry.addr]
-		}
 		rec.endpoints = append(rec.endpoints, entry)
 	}
 	old := x.slices[rec.key]
@@ -620,17 +631,17 @@ func (x *Index) UpsertEndpointSlice(es *discoveryv1.EndpointSlice) PolicyKeys {
 		x.slicesBySvc[rec.service] = map[types.NamespacedName]*sliceRecord{}
 	}
 	x.slicesBySvc[rec.service][rec.key] = rec
-	for _, p := range endpointPods(rec.endpoints) {
-		if x.servicesOf[p] == nil {
-			x.servicesOf[p] = map[types.NamespacedName]int{}
+	for _, ep := range rec.endpoints {
+		if x.servicesAt[ep.addr] == nil {
+			x.servicesAt[ep.addr] = map[types.NamespacedName]int{}
 		}
-		x.servicesOf[p][rec.service]++
+		x.servicesAt[ep.addr][rec.service]++
 	}
 	affected := PolicyKeys{}
 	if old != nil {
-		x.addPoliciesReachingPods(affected, endpointPods(old.endpoints))
+		x.addPoliciesReachingPods(affected, x.endpointPods(old.endpoints))
 	}
-	x.addPoliciesReachingPods(affected, endpointPods(rec.endpoints))
+	x.addPoliciesReachingPods(affected, x.endpointPods(rec.endpoints))
 	return affected
 }
 
@@ -642,7 +653,7 @@ func (x *Index) DeleteEndpointSlice(key types.NamespacedName) PolicyKeys {
 	}
 	x.removeSlice(old)
 	affected := PolicyKeys{}
-	x.addPoliciesReachingPods(affected, endpointPods(old.endpoints))
+	x.addPoliciesReachingPods(affected, x.endpointPods(old.endpoints))
 	return affected
 }
 
@@ -652,14 +663,14 @@ func (x *Index) removeSlice(old *sliceRecord) {
 	}
 	delete(x.slices, old.key)
 	delete(x.slicesBySvc[old.service], old.key)
-	for _, p := range endpointPods(old.endpoints) {
-		if m := x.servicesOf[p]; m != nil {
+	for _, ep := range old.endpoints {
+		if m := x.servicesAt[ep.addr]; m != nil {
 			m[old.service]--
 			if m[old.service] <= 0 {
 				delete(m, old.service)
 			}
 			if len(m) == 0 {
-				delete(x.servicesOf, p)
+				delete(x.servicesAt, ep.addr)
 			}
 		}
 	}

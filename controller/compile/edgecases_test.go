@@ -1,0 +1,203 @@
+package compile
+
+import (
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+func compileWorld(t *testing.T, extra func(*Objects), nps ...*networkingv1.NetworkPolicy) ([]string, []Problem) {
+	t.Helper()
+	objs := world()
+	if extra != nil {
+		extra(&objs)
+	}
+	for _, np := range nps {
+		objs.NetworkPolicies = append(objs.NetworkPolicies, *np)
+	}
+	objects, problems := CompileAll(objs, Options{})
+	for _, o := range objects {
+		t.Logf("object %s/%s policy=%s", o.Namespace, o.Name, o.Spec.PolicyRef.Name)
+	}
+	out := render(objects)
+	for _, l := range out {
+		t.Logf("  %s", l)
+	}
+	for _, p := range problems {
+		t.Logf("  problem %s: %s", p.Reason, p.Message)
+	}
+	return out, problems
+}
+
+// Two policies whose names share the part kept in object names get
+// objects of their own.
+func TestLongPolicyNamesDoNotShareObjects(t *testing.T) {
+	prefix := strings.Repeat("a", 240)
+	objs := world()
+	objs.NetworkPolicies = append(objs.NetworkPolicies,
+		*netpol("x", prefix+"-one", sel("pod", "a")),
+		*netpol("x", prefix+"-two", sel("pod", "a"), ingressRule(nil)))
+	objects, _ := CompileAll(objs, Options{})
+	names := map[string]string{}
+	for _, o := range objects {
+		if other, ok := names[o.Name]; ok && other != o.Spec.PolicyRef.Name {
+			t.Errorf("object name %s...%s used by two policies (%s..., %s...)", o.Name[:10], o.Name[len(o.Name)-15:], other[236:], o.Spec.PolicyRef.Name[236:])
+		}
+		names[o.Name] = o.Spec.PolicyRef.Name
+	}
+	if len(names) != 2 {
+		t.Errorf("%d objects, want one per policy", len(names))
+	}
+}
+
+// An IPv4-mapped ipBlock of /96 or longer is the IPv4 block it maps; a
+// shorter one is the IPv6 block net.ParseCIDR reads, never an invalid CIDR.
+func TestMappedIPBlocks(t *testing.T) {
+	out, _ := compileWorld(t, nil, netpol("x", "p", sel("pod", "a"), ingressRule(nil, ipPeer("::ffff:10.0.0.0/8"), ipPeer("::ffff:10.1.0.0/112", "::ffff:10.1.2.0/120"))))
+	got := strings.Join(out, " ")
+	for _, want := range []string{"::/8", "10.1.0.0/16!10.1.2.0/24"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("compiled %q, want %s in it", got, want)
+		}
+	}
+	if strings.Contains(got, "invalid") {
+		t.Errorf("compiled an invalid CIDR: %q", got)
+	}
+}
+
+// An endpoint whose targetRef names an allowed pod but whose address is
+// elsewhere does not open the ClusterIP: traffic goes to the address.
+func TestServiceEndpointJudgedByAddressNotTargetRef(t *testing.T) {
+	out, _ := compileWorld(t, func(o *Objects) {
+		o.Services = append(o.Services, *service("z", "evil", []string{"10.96.0.66"}, svcPort("", 5432, intstr.FromInt32(5432))))
+		o.EndpointSlices = append(o.EndpointSlices,
+			*endpointSlice("z", "evil-1", "evil", discoveryv1.AddressTypeIPv4, "", 5432, "y/dual=8.8.8.8"))
+	}, netpol("x", "p", sel("pod", "a"), egressOnly,
+		egressRule(ports(port(TCP, 5432)), podPeer(sel("pod", "dual"), sel("ns", "y")))))
+	if strings.Contains(strings.Join(out, ""), "10.96.0.66") {
+		t.Errorf("ClusterIP of a Service whose only backend is 8.8.8.8 is allowed")
+	}
+}
+
+// A named port allows nothing to an ipBlock, nor to a Service whose
+// backends the block holds.
+func TestNamedPortOnIPBlockOpensNoService(t *testing.T) {
+	out, _ := compileWorld(t, func(o *Objects) {
+		o.Services = append(o.Services, *service("y", "db", []string{"10.96.0.10"}, svcPort("sql", 80, intstr.FromString("pg"))))
+		o.EndpointSlices = append(o.EndpointSlices,
+			*endpointSlice("y", "db-v4", "db", discoveryv1.AddressTypeIPv4, "sql", 5432, "y/dual=10.0.1.3"))
+	}, netpol("x", "p", sel("pod", "a"), egressOnly, egressRule(ports(port(TCP, "pg")), ipPeer("10.0.1.0/24"))))
+	if strings.Contains(strings.Join(out, ""), "10.96.0.10") {
+		t.Errorf("ClusterIP allowed through the block on the named port: %v", out)
+	}
+}
+
+// A slice seen before the pod that holds its address compiles as it does
+// from scratch once the pod is seen.
+func TestSliceBeforeItsPod(t *testing.T) {
+	np := netpol("x", "p", sel("pod", "a"), egressOnly,
+		egressRule(ports(port(TCP, 5432)), podPeer(sel("pod", "dual"), sel("ns", "y"))))
+	svc := service("y", "manual", []string{"10.96.0.11"}, svcPort("", 443, intstr.FromInt32(5432)))
+	slice := endpointSlice("y", "manual-1", "manual", discoveryv1.AddressTypeIPv4, "", 5432, "=10.0.1.3")
+
+	fresh := NewIndexOf(Objects{Pods: world().Pods, Services: []corev1.Service{*svc}, EndpointSlices: []discoveryv1.EndpointSlice{*slice}, NetworkPolicies: []networkingv1.NetworkPolicy{*np}, Namespaces: world().Namespaces})
+	want := render(fresh.Compile(key("x", "p"), Options{}).Objects)
+	if !strings.Contains(strings.Join(want, ""), "10.96.0.11/32(TCP:443)") {
+		t.Fatalf("from scratch the Service of the allowed pod is not allowed: %v", want)
+	}
+
+	x := NewIndex()
+	for _, n := range world().Namespaces {
+		x.UpsertNamespace(&n)
+	}
+	x.UpsertPolicy(np)
+	x.UpsertService(svc)
+	x.UpsertEndpointSlice(slice) // informer delivered the slice first
+	affected := PolicyKeys{}
+	for _, p := range world().Pods {
+		for k := range x.UpsertPod(&p) {
+			affected[k] = struct{}{}
+		}
+	}
+	got := render(x.Compile(key("x", "p"), Options{}).Objects)
+	t.Logf("affected %v", keysOf(affected))
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("incremental:\n  %s\nfrom scratch:\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+// Named ports come from the first regular container that defines them, then
+// from sidecars; plain init containers define none.
+func TestNamedPortsOfInitContainers(t *testing.T) {
+	out, _ := compileWorld(t, func(o *Objects) {
+		p := pod("z", "web", "10.0.2.5", withLabels("pod", "web"), withPort("http", TCP, 8080))
+		always := corev1.ContainerRestartPolicyAlways
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "second", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 7777}}})
+		p.Spec.InitContainers = []corev1.Container{
+			{Name: "init", Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 9999}, {Name: "setup", ContainerPort: 9998}}},
+			{Name: "sidecar", RestartPolicy: &always, Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 6666}, {Name: "metrics", ContainerPort: 9090}}},
+		}
+		o.Pods = append(o.Pods, *p)
+	}, netpol("z", "p", sel("pod", "web"), ingressRule(ports(port(TCP, "http"), port(TCP, "metrics"), port(TCP, "setup")))))
+	if got := strings.Join(out, ""); !strings.Contains(got, "in=[0.0.0.0/0(TCP:8080,TCP:9090) ::/0(TCP:8080,TCP:9090)]") {
+		t.Errorf("compiled %s; want the first container's http (8080) and the sidecar's metrics (9090) only", got)
+	}
+}
+
+// When an allowed pod's address passes to a pod the policy does not allow,
+// a Service whose slice still lists the address is closed.
+func TestServiceClosedWhenItsAddressChangesHands(t *testing.T) {
+	np := netpol("x", "p", sel("pod", "a"), egressOnly,
+		egressRule(ports(port(TCP, 5432)), podPeer(sel("pod", "dual"), sel("ns", "y"))))
+	svc := service("y", "manual", []string{"10.96.0.11"}, svcPort("", 443, intstr.FromInt32(5432)))
+	slice := endpointSlice("y", "manual-1", "manual", discoveryv1.AddressTypeIPv4, "", 5432, "=10.0.1.3")
+	objs := world()
+	objs.Services = []corev1.Service{*svc}
+	objs.EndpointSlices = []discoveryv1.EndpointSlice{*slice}
+	objs.NetworkPolicies = []networkingv1.NetworkPolicy{*np}
+	x := NewIndexOf(objs)
+	if before := render(x.Compile(key("x", "p"), Options{}).Objects); !strings.Contains(strings.Join(before, ""), "10.96.0.11/32(TCP:443)") {
+		t.Fatalf("the Service of the allowed pod is not allowed to begin with: %v", before)
+	}
+	// y/dual (StatefulSet-style) is recreated with a new IP; its old IP goes to y/intruder.
+	x.DeletePod(key("y", "dual"))
+	x.UpsertPod(pod("y", "dual", "10.0.1.50", withLabels("pod", "dual")))
+	x.UpsertPod(pod("y", "intruder", "10.0.1.3", withLabels("pod", "intruder")))
+	got := render(x.Compile(key("x", "p"), Options{}).Objects)
+	t.Logf("after:  %v", got)
+	// From scratch with the same objects.
+	objs2 := objs
+	objs2.Pods = nil
+	for _, p := range objs.Pods {
+		if p.Name != "dual" || p.Namespace != "y" {
+			objs2.Pods = append(objs2.Pods, p)
+		}
+	}
+	objs2.Pods = append(objs2.Pods, *pod("y", "dual", "10.0.1.50", withLabels("pod", "dual")), *pod("y", "intruder", "10.0.1.3", withLabels("pod", "intruder")))
+	fresh := render(NewIndexOf(objs2).Compile(key("x", "p"), Options{}).Objects)
+	t.Logf("fresh:  %v", fresh)
+	if strings.Contains(strings.Join(got, ""), "10.96.0.11") {
+		t.Errorf("ClusterIP 10.96.0.11 allowed although its only backend 10.0.1.3 is now y/intruder, not allowed by the policy")
+	}
+}
+
+// Two live pods sharing an address (a stale pod on a lost node): deleting
+// one keeps the address the other still holds.
+func TestSharedAddressSurvivesOnePod(t *testing.T) {
+	np := netpol("z", "p", sel("pod", "a"), ingressRule(nil, podPeer(sel("role", "c"), nil)))
+	objs := Objects{Namespaces: world().Namespaces, NetworkPolicies: []networkingv1.NetworkPolicy{*np}}
+	objs.Pods = []corev1.Pod{*pod("z", "a", "10.0.2.1"), *pod("z", "old", "10.0.2.9", withLabels("role", "c")), *pod("z", "new", "10.0.2.9", withLabels("role", "c"), onNode("node2"))}
+	x := NewIndexOf(objs)
+	t.Logf("before: %v", render(x.Compile(key("z", "p"), Options{}).Objects))
+	x.DeletePod(key("z", "old"))
+	got := render(x.Compile(key("z", "p"), Options{}).Objects)
+	objs.Pods = []corev1.Pod{objs.Pods[0], objs.Pods[2]}
+	fresh := render(NewIndexOf(objs).Compile(key("z", "p"), Options{}).Objects)
+	if strings.Join(got, "") != strings.Join(fresh, "") || !strings.Contains(strings.Join(got, ""), "10.0.2.9/32") {
+		t.Errorf("incremental %v\nfresh       %v", got, fresh)
+	}
+}
