@@ -61,6 +61,84 @@ func TestRepliesOfAllowedFlowsPass(t *testing.T) {
 	})
 }
 
+// TestICMPIsRelatedOnlyToItsOwnFlow: an ICMP error passes as related only
+// when it goes to whoever sent the packet it quotes and quotes it whole
+// inside its own IP payload; an echo's entry admits the reply to a
+// request, not a request the other way; other ICMP messages are judged by
+// the rules.
+func TestICMPIsRelatedOnlyToItsOwnFlow(t *testing.T) {
+	d := newDataplane(t, Config{})
+	ifindex := dummyLink(t)
+	if _, err := d.SetPolicy(ifindex, egressOnlyWeb()); err != nil {
+		t.Fatal(err)
+	}
+	router, stranger, stranger6 := netip.MustParseAddr("10.9.9.1"), netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("2001:db8::7")
+	peersPacket := &packet.Spec{Src: peerIP, Dst: podIP, Protocol: policy.TCP, SrcPort: 80, DstPort: 33000, TCPFlags: packet.ACK, Payload: make([]byte, 1200)}
+	peersPacket6 := &packet.Spec{Src: peerIP6, Dst: podIP6, Protocol: policy.TCP, SrcPort: 80, DstPort: 33000, TCPFlags: packet.ACK}
+	unreachable := func(src, dst netip.Addr, inner *packet.Spec, malform packet.Malform) []byte {
+		proto, typ := policy.ICMP, packet.ICMPv4DestUnreachable
+		if src.Is6() {
+			proto, typ = policy.ICMPv6, packet.ICMPv6DestUnreachable
+		}
+		return packet.Build(packet.Spec{Src: src, Dst: dst, Protocol: proto, ICMP: packet.ICMP{Type: typ, Code: 3, Inner: inner}, Malform: malform})
+	}
+	podsPacket := &packet.Spec{Src: podIP, Dst: peerIP, Protocol: policy.TCP, SrcPort: 33000, DstPort: 80, TCPFlags: packet.ACK}
+	echo := func(src, dst netip.Addr, typ uint8, id uint16) []byte {
+		return packet.Build(packet.Spec{Src: src, Dst: dst, Protocol: policy.ICMP, ICMP: packet.ICMP{Type: typ, ID: id}})
+	}
+	runSteps(t, d, ifindex, "", []verdictStep{
+		{"SYN out", policy.Egress, tcp(podIP, peerIP, 33000, 80, packet.SYN), true},
+		{"IPv6 SYN out", policy.Egress, tcp(podIP6, peerIP6, 33000, 80, packet.SYN), true},
+		{"error to the peer about its packet", policy.Egress, unreachable(podIP, peerIP, peersPacket, packet.Malform{}), true},
+		{"error to a stranger about the peer's packet", policy.Egress, unreachable(podIP, stranger, peersPacket, packet.Malform{}), false},
+		{"IPv6 error to the peer about its packet", policy.Egress, unreachable(podIP6, peerIP6, peersPacket6, packet.Malform{}), true},
+		{"IPv6 error to a stranger about the peer's packet", policy.Egress, unreachable(podIP6, stranger6, peersPacket6, packet.Malform{}), false},
+		{"error to the pod about its packet", policy.Ingress, unreachable(router, podIP, podsPacket, packet.Malform{}), true},
+		{"error to the pod about the peer's packet", policy.Ingress, unreachable(router, podIP, peersPacket, packet.Malform{}), false},
+		{"error whose quote lies past its IP packet", policy.Ingress, unreachable(router, podIP, podsPacket, packet.Malform{TotalLength: packet.Int(20 + 8)}), false},
+		{"error whose quote stops inside the ports", policy.Ingress, unreachable(router, podIP, podsPacket, packet.Malform{TotalLength: packet.Int(20 + 8 + 20 + 3)}), false},
+		{"ping out", policy.Egress, echo(podIP, otherIP, packet.ICMPv4EchoRequest, 77), true},
+		{"pong back", policy.Ingress, echo(otherIP, podIP, packet.ICMPv4EchoReply, 77), true},
+		{"ping in with the same id", policy.Ingress, echo(otherIP, podIP, packet.ICMPv4EchoRequest, 77), false},
+		{"ping out with id 0", policy.Egress, echo(podIP, otherIP, packet.ICMPv4EchoRequest, 0), true},
+		{"timestamp request in", policy.Ingress, echo(otherIP, podIP, 13, 0), false},
+	})
+}
+
+// TestFlowGoesOnAfterAnRST: an RST moves a flow to the short reset
+// timeout, but one that goes on afterwards was not reset (an RST out of
+// the window, perhaps forged, which the pod's TCP ignores) and keeps its
+// timeout.
+func TestFlowGoesOnAfterAnRST(t *testing.T) {
+	d := newDataplane(t, Config{})
+	if err := d.SetFlowCache(false); err != nil {
+		t.Fatal(err)
+	}
+	ifindex := dummyLink(t)
+	if _, err := d.SetPolicy(ifindex, egressOnlyWeb()); err != nil {
+		t.Fatal(err)
+	}
+	runSteps(t, d, ifindex, "", []verdictStep{
+		{"SYN out", policy.Egress, tcp(podIP, peerIP, 33000, 80, packet.SYN), true},
+		{"SYN-ACK", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.SYN|packet.ACK), true},
+		{"ACK out", policy.Egress, tcp(podIP, peerIP, 33000, 80, packet.ACK), true},
+		{"RST in", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.RST), true},
+		{"the connection goes on", policy.Egress, tcp(podIP, peerIP, 33000, 80, packet.ACK|packet.PSH), true},
+		{"reply", policy.Ingress, tcp(peerIP, podIP, 80, 33000, packet.ACK|packet.PSH), true},
+	})
+	idle := 30 * time.Second // three reset timeouts
+	if n, err := d.GarbageCollect(time.Now().Add(idle)); err != nil || n != 0 {
+		t.Fatalf("collecting %v ahead removed %d flows (%v), want none", idle, n, err)
+	}
+	if !runFrame(t, d, policy.Ingress, ifindex, tcp(peerIP, podIP, 80, 33000, packet.ACK)) {
+		t.Error("a connection that went on after an RST was cut")
+	}
+	runSteps(t, d, ifindex, "", []verdictStep{{"RST out", policy.Egress, tcp(podIP, peerIP, 33000, 80, packet.RST), true}})
+	if n, err := d.GarbageCollect(time.Now().Add(idle)); err != nil || n != 1 {
+		t.Fatalf("collecting %v after a final RST removed %d flows (%v), want 1", idle, n, err)
+	}
+}
+
 // TestSYNOpensANewConnection: a SYN is judged by the rules of its own
 // direction even when a flow of the same addresses and ports is tracked,
 // so that a peer cannot reuse the ports of a connection the pod opened to
@@ -321,6 +399,58 @@ func TestCapacityExhaustionFailsClosed(t *testing.T) {
 	}
 	if u := occ["cidr_rules"]; u.Used != 4 || u.Capacity != 64 { // webPolicy: 2 CIDRs in, a CIDR and its except out
 		t.Errorf("cidr_rules occupancy %+v, want 4 of 64", u)
+	}
+}
+
+// TestRestartForgetsFlowsOfUnfreedSlots: a process killed between
+// removing an endpoint and freeing its slot leaves the slot's flows; the
+// next one forgets them, so that the slot's next endpoint, which may get
+// the same revision, inherits none, while live endpoints keep theirs.
+func TestRestartForgetsFlowsOfUnfreedSlots(t *testing.T) {
+	d := newDataplane(t, Config{})
+	a, b, c := dummyLink(t), dummyLink(t), dummyLink(t)
+	open := &policy.Endpoint{}
+	closed := &policy.Endpoint{Ingress: policy.Direction{Isolated: true}, Egress: policy.Direction{Isolated: true}}
+	for _, ifindex := range []int{a, b} {
+		if _, err := d.SetPolicy(ifindex, open); err != nil {
+			t.Fatal(err)
+		}
+		if !runFrame(t, d, policy.Ingress, ifindex, tcp(peerIP, podIP, 40000, 22, packet.SYN)) {
+			t.Fatal("open endpoint dropped a SYN")
+		}
+	}
+	removed := d.endpoints[b].value.Id
+	d.stopFreeing() // killed: nothing retired gets freed
+	if err := d.RemovePolicy(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.closeObjects(); err != nil {
+		t.Fatal(err)
+	}
+	d.closed = true
+	d, err := Open(d.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	slots := map[uint32]int{}
+	var k palisadeCtKey4
+	var v palisadeCtEntry
+	for it := d.objs.Conntrack4.Iterate(); it.Next(&k, &v); {
+		slots[k.endpoint()]++
+	}
+	if slots[removed] != 0 || slots[d.endpoints[a].value.Id] != 1 {
+		t.Errorf("flows per endpoint slot after the restart %v: want none of removed slot %d, one of live endpoint a", slots, removed)
+	}
+	if _, err := d.SetPolicy(c, closed); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("removed endpoint's slot %d; new endpoint's slot %d", removed, d.endpoints[c].value.Id)
+	if runFrame(t, d, policy.Ingress, c, tcp(peerIP, podIP, 40000, 22, packet.ACK)) {
+		t.Error("a closed endpoint passed a removed endpoint's flow")
+	}
+	if !runFrame(t, d, policy.Ingress, a, tcp(peerIP, podIP, 40000, 22, packet.ACK)) {
+		t.Error("a live endpoint lost its flow in the restart")
 	}
 }
 

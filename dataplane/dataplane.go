@@ -303,6 +303,13 @@ func Open(cfg Config) (*Dataplane, error) {
 		d.closeObjects()
 		return nil, fmt.Errorf("read pinned state: %w", err)
 	}
+	// A process that stopped between retiring an endpoint slot and freeing
+	// it left the slot's flows; a later endpoint of the slot could get the
+	// same revision and inherit them unjudged.
+	if _, err := d.forgetEndpointState(func(id uint32) bool { return !d.slotsUsed[id] }); err != nil {
+		d.closeObjects()
+		return nil, fmt.Errorf("forget flows of unused endpoint slots: %w", err)
+	}
 	// Tables ready before the first pod needs one: adding them waits for
 	// a grace period.
 	if len(d.freeTables) == 0 && d.nextPolicy <= uint32(cfg.MaxTables) {

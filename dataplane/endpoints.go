@@ -779,7 +779,7 @@ func (d *Dataplane) freeCovered() error {
 	if len(slots) == 0 {
 		return nil
 	}
-	if _, err := d.forgetEndpointState(slots); err != nil {
+	if _, err := d.forgetEndpointState(func(id uint32) bool { return slots[id] }); err != nil {
 		return fmt.Errorf("forget flows of freed endpoint slots: %w", err)
 	}
 	for slot := range slots {

@@ -260,11 +260,11 @@ func deleteKeys[K any](m *ebpf.Map, keys []K) int {
 }
 
 // forgetEndpointState deletes the conntrack and fragment entries of the
-// given endpoint ids.
-func (d *Dataplane) forgetEndpointState(ids map[uint32]bool) (int, error) {
-	keys4, err4 := collectKeys(d.objs.Conntrack4, func(k palisadeCtKey4, _ palisadeCtEntry) bool { return ids[k.endpoint()] })
-	keys6, err6 := collectKeys(d.objs.Conntrack6, func(k palisadeCtKey, _ palisadeCtEntry) bool { return ids[k.Endpoint] })
-	fragKeys, errFrag := collectKeys(d.objs.Fragments, func(k palisadeFragKey, _ palisadeFragEntry) bool { return ids[k.Endpoint] })
+// endpoint ids forget reports.
+func (d *Dataplane) forgetEndpointState(forget func(id uint32) bool) (int, error) {
+	keys4, err4 := collectKeys(d.objs.Conntrack4, func(k palisadeCtKey4, _ palisadeCtEntry) bool { return forget(k.endpoint()) })
+	keys6, err6 := collectKeys(d.objs.Conntrack6, func(k palisadeCtKey, _ palisadeCtEntry) bool { return forget(k.Endpoint) })
+	fragKeys, errFrag := collectKeys(d.objs.Fragments, func(k palisadeFragKey, _ palisadeFragEntry) bool { return forget(k.Endpoint) })
 	n := deleteKeys(d.objs.Conntrack4, keys4) + deleteKeys(d.objs.Conntrack6, keys6) + deleteKeys(d.objs.Fragments, fragKeys)
 	return n, errors.Join(err4, err6, errFrag, d.dropFlowCache())
 }

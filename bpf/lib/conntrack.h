@@ -163,8 +163,24 @@ static __always_inline int icmp_is_error(__u8 family, __u8 type)
 	return type >= 1 && type <= 4;
 }
 
+static __always_inline int icmp_is_echo_request(__u8 family, __u8 type)
+{
+	return family == 4 ? type == 8 : type == 128;
+}
+
+static __always_inline int addr_equal(const __u8 *a, const __u8 *b)
+{
+	__u32 x[4], y[4];
+	__builtin_memcpy(x, a, 16);
+	__builtin_memcpy(y, b, 16);
+	return x[0] == y[0] && x[1] == y[1] && x[2] == y[2] && x[3] == y[3];
+}
+
 /* Builds the key of a packet in direction dir; 0 when the packet cannot be
- * tracked (later fragments, ICMP errors). */
+ * tracked (later fragments, ICMP errors, ICMP messages other than echo).
+ * An echo's key holds its identifier and the direction its request goes,
+ * so that a request and its reply share it and a request the other way
+ * does not. */
 static __always_inline int ct_key_of(struct ct_key *k, __u32 endpoint, int dir, const struct packet *p)
 {
 	if (p->later_fragment)
@@ -183,10 +199,11 @@ static __always_inline int ct_key_of(struct ct_key *k, __u32 endpoint, int dir, 
 		k->pod_port = dir == DIR_INGRESS ? p->dport : p->sport;
 		k->peer_port = dir == DIR_INGRESS ? p->sport : p->dport;
 	} else if (p->has_icmp) {
-		if (icmp_is_error(p->family, p->icmp_type))
+		if (!icmp_is_echo(p->family, p->icmp_type))
 			return 0;
-		if (icmp_is_echo(p->family, p->icmp_type))
-			k->pod_port = p->icmp_id;
+		int request_dir = icmp_is_echo_request(p->family, p->icmp_type) ? dir : !dir;
+		k->pod_port = p->icmp_id;
+		k->peer_port = 1 + request_dir;
 	}
 	return 1;
 }
@@ -236,6 +253,10 @@ static __always_inline void ct_refresh(struct ct_entry *e, const struct packet *
 			state = CT_TCP_ESTABLISHED;
 		else if (state == CT_TCP_RESET && (f & TCP_SYN))
 			state = CT_TCP_SYN;
+		else if (state == CT_TCP_RESET && (f & TCP_ACK))
+			/* without sequence numbers an RST cannot be checked: a
+			 * flow that goes on was not reset */
+			state = CT_TCP_ESTABLISHED;
 	}
 	/* last_seen is written at most once a second on an unchanged flow */
 	if (state != e->state || (now > e->last_seen && now - e->last_seen >= jiffies_per_second)) {
@@ -245,13 +266,17 @@ static __always_inline void ct_refresh(struct ct_entry *e, const struct packet *
 }
 
 /* Builds the key of the flow an ICMP error quotes: the quoted packet went
- * the opposite way of the error. Returns 0 when the quote is unusable. */
+ * the opposite way of the error, from the error's destination. Returns 0
+ * when the quote is unusable: not whole inside the error's IP payload, or
+ * of a packet the error's destination did not send. */
 static __always_inline int ct_key_of_icmp_error(struct __sk_buff *skb, struct ct_key *k, __u32 endpoint, int dir,
 						const struct packet *p)
 {
 	struct packet inner = {};
 	__u32 off = p->l4_off + 8;
 	__u32 hlen;
+	if (p->l4_len < 8 + (p->family == 4 ? 20 : 40))
+		return 0;
 	if (p->family == 4) {
 		__u8 h[20] HEADER_BUF;
 		if (load(skb, off, h, 20))
@@ -274,15 +299,20 @@ static __always_inline int ct_key_of_icmp_error(struct __sk_buff *skb, struct ct
 		__builtin_memcpy(inner.dst, &h[24], 16);
 	}
 	inner.family = p->family;
+	if (!addr_equal(p->dst, inner.src))
+		return 0;
+	__u32 quoted = p->l4_len - 8 - (hlen & 0x7f);
+	if (p->l4_len < 8 + (hlen & 0x7f))
+		return 0;
 	__u8 l4[8] HEADER_BUF;
 	if (l4_header_need(inner.proto)) {
-		if (load(skb, off + (hlen & 0x7f), l4, 4))
+		if (quoted < 4 || load(skb, off + (hlen & 0x7f), l4, 4))
 			return 0;
 		inner.has_port = 1;
 		inner.sport = ((__u16)l4[0] << 8) | l4[1];
 		inner.dport = ((__u16)l4[2] << 8) | l4[3];
 	} else if ((inner.proto == PROTO_ICMP && p->family == 4) || (inner.proto == PROTO_ICMPV6 && p->family == 6)) {
-		if (load(skb, off + (hlen & 0x7f), l4, 8))
+		if (quoted < 8 || load(skb, off + (hlen & 0x7f), l4, 8))
 			return 0;
 		inner.has_icmp = 1;
 		inner.icmp_type = l4[0];
