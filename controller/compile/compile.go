@@ -507,8 +507,10 @@ func (c *compilation) egress() []v1alpha1.EndpointInfo {
 		allowances = append(allowances, egressAllowance{rule: i, pods: pods, blocks: blocks, allPeers: r.allPeers})
 		if all || len(numeric) > 0 {
 			for _, b := range blocks {
-				b.Ports = numeric
-				out = append(out, b)
+				for _, piece := range c.withoutClusterIPs(b) {
+					piece.Ports = numeric
+					out = append(out, piece)
+				}
 			}
 		}
 		if named && len(blocks) > 0 && !r.allPeers {
@@ -673,6 +675,77 @@ func (c *compilation) services(allowances []egressAllowance) []v1alpha1.Endpoint
 		}
 	}
 	return out
+}
+
+// withoutClusterIPs returns block b with every Service's cluster IP left
+// out. Egress is judged before kube-proxy's DNAT, so a block that holds a
+// cluster IP would allow whichever backend the Service picks; services()
+// allows a cluster IP only when the policy allows its backends. Each cluster
+// IP becomes an except; a block that would hold more than a PolicyEndpoint
+// entry's excepts is split in halves until the pieces hold few enough.
+func (c *compilation) withoutClusterIPs(b v1alpha1.EndpointInfo) []v1alpha1.EndpointInfo {
+	cidr, err := netip.ParsePrefix(string(b.CIDR))
+	if err != nil {
+		return []v1alpha1.EndpointInfo{b}
+	}
+	excepts := make([]netip.Prefix, 0, len(b.Except))
+	for _, e := range b.Except {
+		if p, err := netip.ParsePrefix(string(e)); err == nil {
+			excepts = append(excepts, p)
+		}
+	}
+	all := c.x.allClusterIPs()
+	first, _ := slices.BinarySearchFunc(all, cidr.Masked().Addr(), netip.Addr.Compare)
+	var holes []netip.Addr
+	for _, ip := range all[first:] {
+		if !cidr.Contains(ip) {
+			break
+		}
+		holes = append(holes, ip)
+	}
+	if len(holes) == 0 {
+		return []v1alpha1.EndpointInfo{b}
+	}
+	var out []v1alpha1.EndpointInfo
+	carve(cidr, excepts, holes, &out)
+	return out
+}
+
+// carve appends to out the pieces of p outside excepts and holes, each an
+// entry of at most MaxExcepts excepts.
+func carve(p netip.Prefix, excepts []netip.Prefix, holes []netip.Addr, out *[]v1alpha1.EndpointInfo) {
+	var inside []netip.Prefix
+	for _, e := range excepts {
+		if e.Bits() <= p.Bits() && e.Contains(p.Addr()) {
+			return // all of p is excepted
+		}
+		if p.Overlaps(e) {
+			inside = append(inside, e)
+		}
+	}
+	var left []netip.Addr
+	for _, h := range holes {
+		if p.Contains(h) && !slices.ContainsFunc(inside, func(e netip.Prefix) bool { return e.Contains(h) }) {
+			left = append(left, h)
+		}
+	}
+	if len(inside)+len(left) <= v1alpha1.MaxExcepts {
+		entry := v1alpha1.EndpointInfo{CIDR: v1alpha1.NetworkAddress(p.String())}
+		for _, e := range inside {
+			entry.Except = append(entry.Except, v1alpha1.NetworkAddress(e.String()))
+		}
+		for _, h := range left {
+			entry.Except = append(entry.Except, hostAddress(h))
+		}
+		*out = append(*out, entry)
+		return
+	}
+	lower := netip.PrefixFrom(p.Addr(), p.Bits()+1)
+	upperAddr := p.Addr().AsSlice()
+	upperAddr[p.Bits()/8] |= 0x80 >> (p.Bits() % 8)
+	upper, _ := netip.AddrFromSlice(upperAddr)
+	carve(lower, inside, left, out)
+	carve(netip.PrefixFrom(upper, p.Bits()+1), inside, left, out)
 }
 
 func clusterIPs(svc *corev1.Service) []netip.Addr {

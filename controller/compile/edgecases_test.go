@@ -1,9 +1,14 @@
 package compile
 
 import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/palisade-net/palisade/api/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -200,4 +205,95 @@ func TestSharedAddressSurvivesOnePod(t *testing.T) {
 	if strings.Join(got, "") != strings.Join(fresh, "") || !strings.Contains(strings.Join(got, ""), "10.0.2.9/32") {
 		t.Errorf("incremental %v\nfresh       %v", got, fresh)
 	}
+}
+
+// A block, or a peer-less rule, holds no cluster IP by itself: egress is
+// judged before kube-proxy's DNAT, so it would let the pod reach whichever
+// backend the Service picks. A cluster IP is allowed only when the policy
+// allows its backends.
+func TestBlocksLeaveClusterIPsToTheirBackends(t *testing.T) {
+	db := func(target int32) func(*Objects) {
+		return func(o *Objects) {
+			o.Services = append(o.Services, *service("y", "db", []string{"10.96.0.10"}, svcPort("sql", 443, intstr.FromInt32(target))))
+			o.EndpointSlices = append(o.EndpointSlices,
+				*endpointSlice("y", "db-v4", "db", discoveryv1.AddressTypeIPv4, "sql", target, "y/dual=10.0.1.3"))
+		}
+	}
+	cases := []struct {
+		name string
+		svc  func(*Objects)
+		rule func(*networkingv1.NetworkPolicySpec)
+		want string
+	}{
+		{"internet only: the except holds the only backend", db(5432), egressRule(nil, ipPeer("0.0.0.0/0", "10.0.0.0/16")),
+			"eg=[0.0.0.0/0!10.0.0.0/16!10.96.0.10/32]"},
+		{"any destination on 443: the backend listens on 5432", db(5432), egressRule(ports(port(TCP, 443))),
+			"eg=[0.0.0.0/0!10.96.0.10/32(TCP:443) ::/0(TCP:443)]"},
+		{"any destination on 443: the backend listens on 443", db(443), egressRule(ports(port(TCP, 443))),
+			"eg=[0.0.0.0/0!10.96.0.10/32(TCP:443) 10.96.0.10/32(TCP:443) ::/0(TCP:443)]"},
+		{"a block of the backends", db(5432), egressRule(nil, ipPeer("10.0.1.0/24")),
+			"eg=[10.0.1.0/24 10.96.0.10/32(TCP:443)]"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, _ := compileWorld(t, tc.svc, netpol("x", "p", sel("pod", "a"), egressOnly, tc.rule))
+			if got := strings.Join(out, ""); !strings.Contains(got, tc.want) {
+				t.Errorf("compiled %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// A block that would hold more cluster IPs than an entry holds excepts is
+// split, and the pieces cover exactly the block without them.
+func TestBlocksWithManyClusterIPsAreSplit(t *testing.T) {
+	var ips []netip.Addr
+	objs := world()
+	for i := range 300 {
+		ip := netip.AddrFrom4([4]byte{10, 96, byte(i * 7 % 256), byte(i*13%250 + 1)})
+		ips = append(ips, ip)
+		objs.Services = append(objs.Services, *service("y", fmt.Sprintf("s%d", i), []string{ip.String()}, svcPort("", 80, intstr.FromInt32(80))))
+	}
+	objs.NetworkPolicies = append(objs.NetworkPolicies, *netpol("x", "p", sel("pod", "a"), egressOnly,
+		egressRule(nil, ipPeer("0.0.0.0/0", "10.0.0.0/16", "192.168.0.0/16"))))
+	objects, _ := CompileAll(objs, Options{})
+	if len(objects) != 1 {
+		t.Fatalf("%d objects", len(objects))
+	}
+	entries := objects[0].Spec.Egress
+	allowed := func(a netip.Addr) bool {
+		for _, e := range entries {
+			if p := netip.MustParsePrefix(string(e.CIDR)); !p.Contains(a) {
+				continue
+			}
+			if !slices.ContainsFunc(e.Except, func(x v1alpha1.NetworkAddress) bool { return netip.MustParsePrefix(string(x)).Contains(a) }) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, e := range entries {
+		if len(e.Except) > v1alpha1.MaxExcepts {
+			t.Errorf("entry %s has %d excepts", e.CIDR, len(e.Except))
+		}
+	}
+	for _, ip := range ips {
+		if allowed(ip) {
+			t.Fatalf("cluster IP %s allowed by the block", ip)
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	checked := 0
+	for range 20000 {
+		a := netip.AddrFrom4([4]byte{10, 96, byte(r.IntN(256)), byte(r.IntN(256))})
+		if r.IntN(2) == 0 {
+			a = netip.AddrFrom4([4]byte{byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256))})
+		}
+		want := !slices.Contains(ips, a) && !netip.MustParsePrefix("10.0.0.0/16").Contains(a) && !netip.MustParsePrefix("192.168.0.0/16").Contains(a)
+		if allowed(a) != want {
+			t.Fatalf("%s: allowed %v, want %v", a, allowed(a), want)
+		}
+		checked++
+	}
+	t.Logf("%d entries for a block without 300 cluster IPs; %d addresses checked", len(entries), checked)
 }

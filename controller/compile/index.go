@@ -259,6 +259,9 @@ type Index struct {
 	slices       map[types.NamespacedName]*sliceRecord
 	slicesBySvc  map[types.NamespacedName]map[types.NamespacedName]*sliceRecord
 	servicesAt   map[netip.Addr]map[types.NamespacedName]int // endpoint address -> services (count of slice references)
+	// clusterIPs are every Service's cluster IPs, sorted; nil after a
+	// Service change until allClusterIPs sorts them again.
+	clusterIPs   []netip.Addr
 	policies     map[types.NamespacedName]*policyRecord
 	policiesByNS map[string]map[string]*policyRecord
 	// peerMemo caches peer selections; any pod or namespace change clears it.
@@ -555,7 +558,21 @@ func (x *Index) UpsertService(svc *corev1.Service) PolicyKeys {
 		return PolicyKeys{}
 	}
 	x.services[key] = svc.DeepCopy()
+	x.clusterIPs = nil
 	return x.policiesReachingService(key)
+}
+
+// allClusterIPs returns the cluster IPs of every Service, sorted.
+func (x *Index) allClusterIPs() []netip.Addr {
+	if x.clusterIPs == nil {
+		x.clusterIPs = []netip.Addr{}
+		for _, svc := range x.services {
+			x.clusterIPs = append(x.clusterIPs, clusterIPs(svc)...)
+		}
+		slices.SortFunc(x.clusterIPs, netip.Addr.Compare)
+		x.clusterIPs = slices.Compact(x.clusterIPs)
+	}
+	return x.clusterIPs
 }
 
 func servicePortsEqual(a, b []corev1.ServicePort) bool {
@@ -571,11 +588,16 @@ func (x *Index) DeleteService(key types.NamespacedName) PolicyKeys {
 	}
 	affected := x.policiesReachingService(key)
 	delete(x.services, key)
+	x.clusterIPs = nil
 	return affected
 }
 
+// policiesReachingService returns the policies that allow egress to one of
+// the Service's endpoints, and those with ipBlock or peer-less egress
+// rules, which leave out its cluster IPs.
 func (x *Index) policiesReachingService(svc types.NamespacedName) PolicyKeys {
 	affected := PolicyKeys{}
+	x.addPoliciesReachingPods(affected, nil)
 	for _, s := range x.slicesBySvc[svc] {
 		x.addPoliciesReachingPods(affected, x.endpointPods(s.endpoints))
 	}
