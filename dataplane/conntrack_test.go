@@ -369,6 +369,28 @@ func TestInvalidPolicyFailsClosed(t *testing.T) {
 	}
 }
 
+// TestPolicyTooLargeToCompileFailsClosed: rules whose port tables would
+// outgrow port_rules are refused while compiling, not after the work.
+func TestPolicyTooLargeToCompileFailsClosed(t *testing.T) {
+	d := newDataplane(t, Config{PortRuleCapacity: 4096})
+	ifindex := dummyLink(t)
+	big := &policy.Endpoint{Ingress: policy.Direction{Isolated: true}}
+	for i := range 150 {
+		rule := policy.Rule{ID: uint32(i + 1), CIDR: netip.MustParsePrefix("10.0.0.0/8"),
+			Except: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(i), 1}), 32)}}
+		for p := range 64 {
+			rule.Ports = append(rule.Ports, policy.PortRange{Protocol: policy.TCP, Port: uint16(1000 + i*64 + p)})
+		}
+		big.Ingress.Rules = append(big.Ingress.Rules, rule)
+	}
+	if _, err := d.SetPolicy(ifindex, big); !errors.Is(err, ErrCapacity) {
+		t.Fatalf("SetPolicy: %v, want ErrCapacity", err)
+	}
+	if runFrame(t, d, policy.Ingress, ifindex, tcp(netip.MustParseAddr("10.0.5.9"), podIP, 40000, 1000+5*64, packet.SYN)) {
+		t.Error("endpoint open after a policy too large to compile")
+	}
+}
+
 func TestCapacityExhaustionFailsClosed(t *testing.T) {
 	d := newDataplane(t, Config{RuleCapacity: 64})
 	ifindex := dummyLink(t)

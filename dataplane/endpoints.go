@@ -143,7 +143,10 @@ func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) 
 		if !direction.Isolated {
 			continue
 		}
-		c, err := compile.Compile(direction)
+		c, err := compile.CompileWithin(direction, d.cfg.PortRuleCapacity)
+		if errors.Is(err, compile.ErrTooLarge) {
+			err = fmt.Errorf("%w: %w", ErrCapacity, err)
+		}
 		if err != nil {
 			return d.failClosed(ifindex, old, *ep, fmt.Errorf("%v: %w", policy.Dir(dir), err))
 		}

@@ -8,6 +8,7 @@ package compile
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -85,15 +86,30 @@ type value struct {
 
 var noValue = value{portset: -1}
 
+// ErrTooLarge: the port sets of a direction would hold more entries than
+// the limit given to CompileWithin.
+var ErrTooLarge = errors.New("compiled port sets exceed the limit")
+
 // Compile builds the tables of d. It fails only on invalid input (see
 // Validate).
 func Compile(d *policy.Direction) (*Direction, error) {
+	return CompileWithin(d, 0)
+}
+
+// CompileWithin is Compile that gives up with ErrTooLarge as soon as the
+// port sets hold more than maxPortEntries entries (0: no limit). Rules
+// whose regions each need their own port set make tables that grow with
+// the square of the rules; the limit stops such a policy before the work.
+func CompileWithin(d *policy.Direction, maxPortEntries int) (*Direction, error) {
 	if err := Validate(d); err != nil {
 		return nil, err
 	}
-	c := &compiler{rules: d.Rules, portsetIndex: map[string]int{}, bySignature: map[string]value{}}
+	c := &compiler{rules: d.Rules, portsetIndex: map[string]int{}, bySignature: map[string]value{}, maxPortEntries: maxPortEntries}
 	for _, is4 := range []bool{true, false} {
 		c.compileFamily(is4)
+		if c.portEntries > maxPortEntries && maxPortEntries > 0 {
+			return nil, fmt.Errorf("%w: more than %d port entries", ErrTooLarge, maxPortEntries)
+		}
 	}
 	return &c.out, nil
 }
@@ -103,6 +119,9 @@ type compiler struct {
 	out          Direction
 	portsetIndex map[string]int   // canonical port set text -> index
 	bySignature  map[string]value // matching rule indexes -> value
+	// portEntries counts the entries of out's port sets; past
+	// maxPortEntries (> 0) valueOf builds no more.
+	portEntries, maxPortEntries int
 }
 
 func (c *compiler) compileFamily(is4 bool) {
@@ -219,6 +238,9 @@ func (c *compiler) valueOf(matching []int) value {
 	if v, ok := c.bySignature[sig.String()]; ok {
 		return v
 	}
+	if c.maxPortEntries > 0 && c.portEntries > c.maxPortEntries {
+		return noValue // Compile fails: the value does not matter
+	}
 	v := noValue
 	var withPorts []*policy.Rule
 	for _, i := range matching {
@@ -246,6 +268,7 @@ func (c *compiler) internPortset(entries []PortEntry) int {
 	}
 	i := len(c.out.Portsets)
 	c.out.Portsets = append(c.out.Portsets, Portset{Entries: entries})
+	c.portEntries += len(entries)
 	c.portsetIndex[text.String()] = i
 	return i
 }
@@ -299,7 +322,10 @@ func portEntries(rules []*policy.Rule) []PortEntry {
 
 // firstRuleSegments paints ports with the first rule (lowest order)
 // covering them, ignoring rules at or after stopOrder (>= 0), and returns
-// the painted segments, adjacent ones of the same rule merged.
+// the painted segments, adjacent ones of the same rule merged. The range
+// ends cut the ports into elementary segments; rules paint them in order,
+// each segment once, skipping painted runs (union-find), so the cost is
+// n log n in the ranges, not the square of them.
 func firstRuleSegments(ranges []portRange, stopOrder int) []portRange {
 	var kept []portRange
 	for _, r := range ranges {
@@ -310,38 +336,49 @@ func firstRuleSegments(ranges []portRange, stopOrder int) []portRange {
 	if len(kept) == 0 {
 		return nil
 	}
-	slices.SortFunc(kept, func(a, b portRange) int { return cmp.Compare(a.order, b.order) })
-	// painted holds disjoint segments sorted by lo.
-	var painted []portRange
+	slices.SortStableFunc(kept, func(a, b portRange) int { return cmp.Compare(a.order, b.order) })
+	cuts := make([]int, 0, 2*len(kept))
 	for _, r := range kept {
-		lo := int(r.lo)
-		var fresh []portRange
-		for _, p := range painted {
-			if int(p.hi) < lo {
-				continue
-			}
-			if int(p.lo) > int(r.hi) {
-				break
-			}
-			if int(p.lo) > lo {
-				fresh = append(fresh, portRange{lo: uint16(lo), hi: p.lo - 1, order: r.order, rule: r.rule})
-			}
-			lo = int(p.hi) + 1
-		}
-		if lo <= int(r.hi) {
-			fresh = append(fresh, portRange{lo: uint16(lo), hi: r.hi, order: r.order, rule: r.rule})
-		}
-		painted = append(painted, fresh...)
-		slices.SortFunc(painted, func(a, b portRange) int { return cmp.Compare(a.lo, b.lo) })
+		cuts = append(cuts, int(r.lo), int(r.hi)+1)
 	}
-	merged := painted[:1]
-	for _, p := range painted[1:] {
-		last := &merged[len(merged)-1]
-		if last.rule == p.rule && int(last.hi)+1 == int(p.lo) {
-			last.hi = p.hi
+	slices.Sort(cuts)
+	cuts = slices.Compact(cuts)
+	// Segment j is ports cuts[j] to cuts[j+1]-1; unpainted[j] leads to the
+	// first unpainted segment at or after j.
+	owner := make([]int, len(cuts)-1)
+	unpainted := make([]int, len(cuts))
+	for j := range unpainted {
+		unpainted[j] = j
+	}
+	next := func(j int) int {
+		for unpainted[j] != j {
+			unpainted[j] = unpainted[unpainted[j]]
+			j = unpainted[j]
+		}
+		return j
+	}
+	for j := range owner {
+		owner[j] = -1
+	}
+	for k, r := range kept {
+		first, _ := slices.BinarySearch(cuts, int(r.lo))
+		end, _ := slices.BinarySearch(cuts, int(r.hi)+1)
+		for j := next(first); j < end; j = next(j) {
+			owner[j] = k
+			unpainted[j] = j + 1
+		}
+	}
+	var merged []portRange
+	for j, k := range owner {
+		if k < 0 {
 			continue
 		}
-		merged = append(merged, p)
+		lo, hi := uint16(cuts[j]), uint16(cuts[j+1]-1)
+		if n := len(merged); n > 0 && merged[n-1].rule == kept[k].rule && int(merged[n-1].hi)+1 == cuts[j] {
+			merged[n-1].hi = hi
+			continue
+		}
+		merged = append(merged, portRange{lo: lo, hi: hi, order: kept[k].order, rule: kept[k].rule})
 	}
 	return merged
 }

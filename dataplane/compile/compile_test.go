@@ -1,6 +1,7 @@
 package compile
 
 import (
+	"errors"
 	"math/rand/v2"
 	"net/netip"
 	"strings"
@@ -285,4 +286,111 @@ func decodeDirection(b []byte) *policy.Direction {
 		d.Rules = append(d.Rules, rule)
 	}
 	return d
+}
+
+// TestFirstRuleSegmentsPaintsEachPortWithItsFirstRule checks the painting
+// against a port-by-port one on random overlapping ranges.
+func TestFirstRuleSegmentsPaintsEachPortWithItsFirstRule(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for round := range 300 {
+		var ranges []portRange
+		for order := range 1 + r.IntN(12) {
+			for range 1 + r.IntN(4) {
+				lo := r.IntN(200)
+				if r.IntN(20) == 0 {
+					lo = 65535 - r.IntN(3)
+				}
+				hi := min(65535, lo+r.IntN(40))
+				ranges = append(ranges, portRange{lo: uint16(lo), hi: uint16(hi), order: order, rule: uint32(100 + order)})
+			}
+		}
+		r.Shuffle(len(ranges), func(i, j int) { ranges[i], ranges[j] = ranges[j], ranges[i] })
+		stop := -1
+		if r.IntN(3) == 0 {
+			stop = r.IntN(12)
+		}
+		want := make([]uint32, 65536)
+		for port := range want {
+			best := -1
+			for _, pr := range ranges {
+				if (stop < 0 || pr.order < stop) && int(pr.lo) <= port && port <= int(pr.hi) && (best < 0 || pr.order < best) {
+					best, want[port] = pr.order, pr.rule
+				}
+			}
+		}
+		got := make([]uint32, 65536)
+		segments := firstRuleSegments(ranges, stop)
+		for i, seg := range segments {
+			if i > 0 && (seg.lo <= segments[i-1].hi || (seg.rule == segments[i-1].rule && seg.lo == segments[i-1].hi+1)) {
+				t.Fatalf("round %d: segments %v and %v overlap or were not merged", round, segments[i-1], seg)
+			}
+			for port := int(seg.lo); port <= int(seg.hi); port++ {
+				got[port] = seg.rule
+			}
+		}
+		for port := range want {
+			if got[port] != want[port] {
+				t.Fatalf("round %d: port %d painted with rule %d, want %d (ranges %v, stop %d)", round, port, got[port], want[port], ranges, stop)
+			}
+		}
+	}
+}
+
+// manyExceptRules is a policy of n rules over the same /8, each with an
+// except of its own and 64 ports of its own: every rule has a region of
+// its own, so the compiler builds n port tables of about n*64 ranges.
+func manyExceptRules(n int) *policy.Direction {
+	d := &policy.Direction{Isolated: true}
+	for i := range n {
+		rule := policy.Rule{ID: uint32(i + 1), CIDR: mustPrefix("10.0.0.0/8"),
+			Except: []netip.Prefix{netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 1}), 32)}}
+		for p := range 64 {
+			rule.Ports = append(rule.Ports, policy.PortRange{Protocol: policy.TCP, Port: uint16(1000 + i*64 + p)})
+		}
+		d.Rules = append(d.Rules, rule)
+	}
+	return d
+}
+
+func TestCompileManyRulesWithExceptsAndPorts(t *testing.T) {
+	d := manyExceptRules(150)
+	c, err := Compile(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 3000 {
+		i := r.IntN(150)
+		peer := netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), byte(r.IntN(3))})
+		check(t, d, c, probe{peer: peer, proto: policy.TCP, port: uint16(1000 + r.IntN(150*64+10)), hasPort: true})
+	}
+}
+
+// BenchmarkCompileManyRulesWithExceptsAndPorts: 150 rules of 64 ports,
+// each with an except of its own (took 34 s before the painting was n log n).
+func BenchmarkCompileManyRulesWithExceptsAndPorts(b *testing.B) {
+	d := manyExceptRules(150)
+	for b.Loop() {
+		if _, err := Compile(d); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func TestCompileWithinStopsAtTheLimit(t *testing.T) {
+	d := manyExceptRules(150)
+	if _, err := CompileWithin(d, 1<<16); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("150 rules of 64 ports each, excepts of their own, within 65,536 port entries: %v, want ErrTooLarge", err)
+	}
+	c, err := CompileWithin(manyExceptRules(10), 1<<16)
+	if err != nil {
+		t.Fatalf("10 such rules within 65,536 port entries: %v", err)
+	}
+	entries := 0
+	for _, ps := range c.Portsets {
+		entries += len(ps.Entries)
+	}
+	if entries == 0 || entries > 1<<16 {
+		t.Errorf("%d port entries", entries)
+	}
 }
