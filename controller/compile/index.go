@@ -251,14 +251,14 @@ func (p *policyRecord) isolates() (ingress, egress bool) {
 // Index is the in-memory state compilation reads. It is not safe for
 // concurrent use; the caller serializes access.
 type Index struct {
-	namespaces   map[string]labels.Set
-	pods         map[types.NamespacedName]*podRecord
-	podsByNS     map[string]map[string]*podRecord
-	podByIP      map[netip.Addr]types.NamespacedName
-	services     map[types.NamespacedName]*corev1.Service
-	slices       map[types.NamespacedName]*sliceRecord
-	slicesBySvc  map[types.NamespacedName]map[types.NamespacedName]*sliceRecord
-	servicesAt   map[netip.Addr]map[types.NamespacedName]int // endpoint address -> services (count of slice references)
+	namespaces  map[string]labels.Set
+	pods        map[types.NamespacedName]*podRecord
+	podsByNS    map[string]map[string]*podRecord
+	podByIP     map[netip.Addr]types.NamespacedName
+	services    map[types.NamespacedName]*corev1.Service
+	slices      map[types.NamespacedName]*sliceRecord
+	slicesBySvc map[types.NamespacedName]map[types.NamespacedName]*sliceRecord
+	servicesAt  map[netip.Addr]map[types.NamespacedName]int // endpoint address -> services (count of slice references)
 	// clusterIPs are every Service's cluster IPs, sorted; nil after a
 	// Service change until allClusterIPs sorts them again.
 	clusterIPs   []netip.Addr
