@@ -97,9 +97,13 @@ type Agent struct {
 	programmed map[int]*policy.Endpoint // what SetPolicy last succeeded with
 	attached   map[int]bool             // attached by this process
 	pinned     map[int]bool             // endpoints and attachments found pinned at start
-	measured   map[int]bool             // interfaces whose readiness latency was recorded
-	enforced   map[int]bool             // interfaces whose first enforcement was recorded
-	conditions map[string]condition
+	// heldAtStart: interfaces an earlier agent enforced; placed: interfaces
+	// a pod was placed on. Both last as long as the interface.
+	heldAtStart map[int]bool
+	placed      map[int]bool
+	measured    map[int]bool // interfaces whose readiness latency was recorded
+	enforced    map[int]bool // interfaces whose first enforcement was recorded
+	conditions  map[string]condition
 }
 
 // nodeView is a snapshot of which pod each interface holds and where rule
@@ -133,21 +137,23 @@ func New(mgr manager.Manager, dp *dataplane.Dataplane, cfg Config) (*Agent, erro
 		cfg.GCPeriod = 10 * time.Second
 	}
 	a := &Agent{
-		cfg:        cfg,
-		log:        cfg.Log.WithName("agent").WithValues("node", cfg.NodeName),
-		cache:      mgr.GetCache(),
-		client:     mgr.GetClient(),
-		recorder:   mgr.GetEventRecorder("palisade-agent"),
-		dp:         dp,
-		trigger:    make(chan struct{}, 1),
-		links:      map[int]linkInfo{},
-		sets:       map[policyset.SetKey]policyset.Set{},
-		programmed: map[int]*policy.Endpoint{},
-		attached:   map[int]bool{},
-		pinned:     map[int]bool{},
-		measured:   map[int]bool{},
-		enforced:   map[int]bool{},
-		conditions: map[string]condition{},
+		cfg:         cfg,
+		log:         cfg.Log.WithName("agent").WithValues("node", cfg.NodeName),
+		cache:       mgr.GetCache(),
+		client:      mgr.GetClient(),
+		recorder:    mgr.GetEventRecorder("palisade-agent"),
+		dp:          dp,
+		trigger:     make(chan struct{}, 1),
+		links:       map[int]linkInfo{},
+		sets:        map[policyset.SetKey]policyset.Set{},
+		programmed:  map[int]*policy.Endpoint{},
+		attached:    map[int]bool{},
+		pinned:      map[int]bool{},
+		heldAtStart: map[int]bool{},
+		placed:      map[int]bool{},
+		measured:    map[int]bool{},
+		enforced:    map[int]bool{},
+		conditions:  map[string]condition{},
 	}
 	a.view.Store(&nodeView{})
 	var err error
@@ -205,6 +211,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	for _, e := range pinned {
 		a.pinned[e.Ifindex] = true
+		a.heldAtStart[e.Ifindex] = true
 	}
 	// Interfaces listed so far existed before this agent: the earlier
 	// agent's (pinned state) or not pods; later ones are new.
@@ -281,12 +288,14 @@ type outcome struct {
 	result    policyset.Result
 	waiting   []policyset.Waiting
 	podErrors map[policyset.PodKey]error
+	unplaced  map[policyset.PodKey]bool // pods of the node whose interface is not found
 	pes       []v1alpha1.PolicyEndpoint
 }
 
 func (a *Agent) program(ctx context.Context) (outcome, error) {
 	var out outcome
-	in := planInput{Mode: a.cfg.Mode, Synced: a.synced, Now: time.Now(), Started: a.started, Grace: a.cfg.UnknownLinkGrace}
+	in := planInput{Mode: a.cfg.Mode, Synced: a.synced, Now: time.Now(), Started: a.started, Grace: a.cfg.UnknownLinkGrace,
+		HeldAtStart: a.heldAtStart, Placed: a.placed}
 	a.linksMu.Lock()
 	in.Links = make(map[int]linkInfo, len(a.links))
 	for i, l := range a.links {
@@ -335,6 +344,15 @@ func (a *Agent) program(ctx context.Context) (outcome, error) {
 		a.routeCache = map[netip.Addr]int{}
 	}
 	in.Mapping = mapLinks(in.Pods, in.Links, a.resolvePodLink)
+	out.unplaced = map[policyset.PodKey]bool{}
+	for _, p := range in.Pods {
+		if !p.HostNetwork && !p.Finished {
+			out.unplaced[p.Key] = true
+		}
+	}
+	for _, pk := range in.Mapping {
+		delete(out.unplaced, pk)
+	}
 	targets := plan(in)
 	out.podErrors = a.apply(in, targets)
 
@@ -359,8 +377,11 @@ func (a *Agent) apply(in planInput, targets map[int]target) map[policyset.PodKey
 		if t.Pod != nil {
 			log = log.WithValues("pod", t.Pod.String())
 		}
-		if !a.synced && a.pinned[index] {
-			continue // enforcing what an earlier agent programmed
+		if t.Keep || (!a.synced && a.pinned[index]) {
+			continue // enforcing what it enforces now
+		}
+		if t.Pod != nil {
+			a.placed[index] = true
 		}
 		// The policy goes in before the programs, so that a veth never
 		// runs the programs without its policy (which would pass all).
@@ -456,6 +477,8 @@ func (a *Agent) apply(in planInput, targets map[int]target) map[policyset.PodKey
 		delete(a.programmed, i)
 		delete(a.attached, i)
 		delete(a.pinned, i)
+		delete(a.heldAtStart, i)
+		delete(a.placed, i)
 		delete(a.measured, i)
 		delete(a.enforced, i)
 		a.log.V(1).Info("released interface", "ifindex", i, "exists", linkExists)
@@ -491,6 +514,8 @@ func podInfoOf(p *corev1.Pod) podInfo {
 		Labels:      p.Labels,
 		HostNetwork: p.Spec.HostNetwork,
 		Finished:    p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed,
+		Terminating: p.DeletionTimestamp != nil,
+		Created:     p.CreationTimestamp.Time,
 	}
 	for _, ip := range p.Status.PodIPs {
 		if a, err := netip.ParseAddr(ip.IP); err == nil {

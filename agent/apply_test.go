@@ -23,7 +23,8 @@ func bareAgent(t testing.TB, dp *dataplane.Dataplane, synced bool) *Agent {
 	a := &Agent{
 		cfg: Config{Mode: Standard}, log: logr.Discard(), dp: dp, synced: synced,
 		links: map[int]linkInfo{}, programmed: map[int]*policy.Endpoint{}, attached: map[int]bool{},
-		pinned: map[int]bool{}, measured: map[int]bool{}, enforced: map[int]bool{}, started: time.Now(),
+		pinned: map[int]bool{}, heldAtStart: map[int]bool{}, placed: map[int]bool{}, measured: map[int]bool{},
+		enforced: map[int]bool{}, started: time.Now(),
 	}
 	var err error
 	if a.metrics, err = newMetrics(a); err != nil {
@@ -35,6 +36,7 @@ func bareAgent(t testing.TB, dp *dataplane.Dataplane, synced bool) *Agent {
 	}
 	for _, e := range eps {
 		a.pinned[e.Ifindex] = true
+		a.heldAtStart[e.Ifindex] = true
 	}
 	return a
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -15,18 +16,36 @@ import (
 // watchLinks subscribes to interface and route changes, then lists the
 // current interfaces. Every pod-like interface appearing triggers a sync at
 // once, so that its programs are attached before its pod sends anything.
+// When either subscription ends, both are replaced.
 func (a *Agent) watchLinks(ctx context.Context) error {
 	linkUpdates := make(chan netlink.LinkUpdate, 256)
 	routeUpdates := make(chan netlink.RouteUpdate, 256)
+	done := make(chan struct{})
+	// Ends both subscriptions; their goroutines close the channels once
+	// no send blocks them.
+	unsubscribe := sync.OnceFunc(func() {
+		close(done)
+		go func() {
+			for range linkUpdates {
+			}
+		}()
+		go func() {
+			for range routeUpdates {
+			}
+		}()
+	})
 	onError := func(err error) { a.log.Error(err, "netlink subscription") }
-	if err := netlink.LinkSubscribeWithOptions(linkUpdates, ctx.Done(), netlink.LinkSubscribeOptions{ErrorCallback: onError}); err != nil {
+	if err := netlink.LinkSubscribeWithOptions(linkUpdates, done, netlink.LinkSubscribeOptions{ErrorCallback: onError}); err != nil {
+		close(done)
 		return fmt.Errorf("agent: subscribing to interface changes: %w", err)
 	}
-	if err := netlink.RouteSubscribeWithOptions(routeUpdates, ctx.Done(), netlink.RouteSubscribeOptions{ErrorCallback: onError}); err != nil {
+	if err := netlink.RouteSubscribeWithOptions(routeUpdates, done, netlink.RouteSubscribeOptions{ErrorCallback: onError}); err != nil {
+		unsubscribe()
 		return fmt.Errorf("agent: subscribing to route changes: %w", err)
 	}
 	links, err := netlink.LinkList()
 	if err != nil {
+		unsubscribe()
 		return fmt.Errorf("agent: listing interfaces: %w", err)
 	}
 	a.linksMu.Lock()
@@ -49,16 +68,21 @@ func (a *Agent) watchLinks(ctx context.Context) error {
 	a.linksMu.Unlock()
 
 	go func() {
+		resubscribe := func(what string) {
+			unsubscribe()
+			a.log.Info(what + " subscription closed; resubscribing")
+			if err := a.resubscribe(ctx); err != nil {
+				a.log.Error(err, "resubscribing")
+			}
+		}
 		for {
 			select {
 			case <-ctx.Done():
+				unsubscribe()
 				return
 			case u, ok := <-linkUpdates:
 				if !ok {
-					a.log.Info("interface subscription closed; resubscribing")
-					if err := a.resubscribe(ctx); err != nil {
-						a.log.Error(err, "resubscribing")
-					}
+					resubscribe("interface")
 					return
 				}
 				if a.updateLink(u) {
@@ -67,8 +91,8 @@ func (a *Agent) watchLinks(ctx context.Context) error {
 				}
 			case _, ok := <-routeUpdates:
 				if !ok {
-					routeUpdates = nil
-					continue
+					resubscribe("route")
+					return
 				}
 				a.routesChanged.Store(true)
 				a.poke()

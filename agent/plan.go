@@ -31,6 +31,18 @@ type podInfo struct {
 	IPs         []netip.Addr
 	HostNetwork bool
 	Finished    bool // phase Succeeded or Failed: no interface any more
+	Terminating bool // deletion requested
+	Created     time.Time
+}
+
+// holdsRatherThan tells which of two pods routed to one interface (an IP
+// passed from a terminating pod to a new one) the interface belongs to:
+// one not being deleted, else the newer.
+func (p podInfo) holdsRatherThan(q podInfo) bool {
+	if p.Terminating != q.Terminating {
+		return !p.Terminating
+	}
+	return p.Created.After(q.Created)
 }
 
 // linkInfo is a pod-like interface of the host.
@@ -46,6 +58,7 @@ type target struct {
 	Endpoint *policy.Endpoint  // nil: not policed
 	Attach   bool              // programs attached (pods, and held unknown interfaces)
 	Settled  bool              // the pod's policy state is fully known
+	Keep     bool              // leave the interface as it is
 }
 
 var denyAll = &policy.Endpoint{Ingress: policy.Direction{Isolated: true}, Egress: policy.Direction{Isolated: true}}
@@ -59,6 +72,7 @@ func mapLinks(pods []podInfo, links map[int]linkInfo, resolve func([]netip.Addr)
 		byName[l.Name] = l.Index
 	}
 	mapping := map[int]policyset.PodKey{}
+	routed := map[int]podInfo{}
 	for _, p := range pods {
 		if p.HostNetwork || p.Finished {
 			continue
@@ -66,7 +80,9 @@ func mapLinks(pods []podInfo, links map[int]linkInfo, resolve func([]netip.Addr)
 		if len(p.IPs) > 0 {
 			if index, ok := resolve(p.IPs); ok {
 				if _, isLink := links[index]; isLink {
-					mapping[index] = p.Key
+					if q, taken := routed[index]; !taken || p.holdsRatherThan(q) {
+						mapping[index], routed[index] = p.Key, p
+					}
 					continue
 				}
 			}
@@ -87,10 +103,13 @@ type planInput struct {
 	Now     time.Time
 	Started time.Time     // interfaces seen before are not held as unknown pods'
 	Grace   time.Duration // how long an unidentified interface is held as a pod's
-	Pods    []podInfo
-	Links   map[int]linkInfo
-	Mapping map[int]policyset.PodKey
-	Result  policyset.Result
+	// HeldAtStart: interfaces an earlier agent enforced (pinned state);
+	// Placed: interfaces a pod was placed on, whatever became of it.
+	HeldAtStart, Placed map[int]bool
+	Pods                []podInfo
+	Links               map[int]linkInfo
+	Mapping             map[int]policyset.PodKey
+	Result              policyset.Result
 }
 
 // plan decides what every pod-like interface enforces. An interface absent
@@ -131,10 +150,25 @@ func plan(in planInput) map[int]target {
 		if _, mapped := in.Mapping[index]; mapped {
 			continue
 		}
-		// Interfaces that existed when the agent started are the earlier
-		// agent's business (their pinned state stays) or not pods at all;
-		// only new ones can be a pod the CNI is wiring right now.
-		if !l.FirstSeen.After(in.Started) || (in.Grace > 0 && in.Now.Sub(l.FirstSeen) > in.Grace) {
+		// A pod's interface that outlives the pod's object (deleted with
+		// no grace period while it runs): its last policy stands, denied
+		// in strict mode, until the interface goes away.
+		if in.Placed[index] {
+			if in.Mode == Strict {
+				targets[index] = target{Endpoint: denyAll, Attach: true}
+			} else {
+				targets[index] = target{Keep: true}
+			}
+			continue
+		}
+		// Only new interfaces can be a pod the CNI is wiring right now, and
+		// those an earlier agent held, as if they were new when this one
+		// started; others existed before and are not pods.
+		since := l.FirstSeen
+		if in.HeldAtStart[index] && !since.After(in.Started) {
+			since = in.Started.Add(time.Nanosecond)
+		}
+		if !since.After(in.Started) || (in.Grace > 0 && in.Now.Sub(since) > in.Grace) {
 			continue
 		}
 		switch {

@@ -34,6 +34,36 @@ func TestMapLinksByRouteThenByName(t *testing.T) {
 	}
 }
 
+// TestMapLinksGivesAReusedIPToTheLivePod: an IP that passed from a pod
+// being deleted to a new one leads to one interface, the new pod's,
+// whatever order the pods are listed in.
+func TestMapLinksGivesAReusedIPToTheLivePod(t *testing.T) {
+	ip := []netip.Addr{netip.MustParseAddr("10.0.0.5")}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	old := podInfo{Key: policyset.PodKey{Namespace: "ns", Name: "old"}, IPs: ip, Created: t0}
+	fresh := podInfo{Key: policyset.PodKey{Namespace: "ns", Name: "db"}, IPs: ip, Created: t0.Add(time.Hour)}
+	links := map[int]linkInfo{5: {Index: 5, Name: "veth5"}}
+	resolve := func([]netip.Addr) (int, bool) { return 5, true }
+	terminating := old
+	terminating.Terminating = true
+	olderLive := fresh
+	olderLive.Created = t0.Add(-time.Hour)
+	for _, tc := range []struct {
+		name  string
+		a, b  podInfo
+		owner string
+	}{
+		{"newer wins", old, fresh, "db"},
+		{"live wins over terminating", terminating, olderLive, "db"},
+	} {
+		for _, order := range [][]podInfo{{tc.a, tc.b}, {tc.b, tc.a}} {
+			if got := mapLinks(order, links, resolve)[5].Name; got != tc.owner {
+				t.Errorf("%s: pods %s, %s: veth5 placed %s, want %s", tc.name, order[0].Key.Name, order[1].Key.Name, got, tc.owner)
+			}
+		}
+	}
+}
+
 func TestPlanModes(t *testing.T) {
 	np := networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "db-only"},

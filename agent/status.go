@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -26,6 +27,7 @@ const (
 	ReasonInvalid           = "InvalidPolicy"     // cannot be converted; its pods stay isolated
 	ReasonProgrammingFailed = "ProgrammingFailed" // the dataplane refused (map full...); its pods stay closed
 	ReasonWaitingForChunks  = "WaitingForChunks"  // newest revision incomplete; the previous one is enforced
+	ReasonNoInterface       = "InterfaceNotFound" // a selected pod's interface is not found (yet)
 )
 
 type condition struct {
@@ -63,6 +65,17 @@ func conditionOf(pe *v1alpha1.PolicyEndpoint, out outcome, waiting map[policyset
 	if len(failures) > 0 {
 		sort.Strings(failures)
 		return condition{pe.Generation, metav1.ConditionFalse, ReasonProgrammingFailed, strings.Join(failures, "; ") + "; these pods stay closed"}
+	}
+	var unplaced []string
+	for pod := range out.unplaced {
+		if slices.Contains(out.result.Sets[pod], key) {
+			unplaced = append(unplaced, pod.String())
+		}
+	}
+	if len(unplaced) > 0 {
+		sort.Strings(unplaced)
+		return condition{pe.Generation, metav1.ConditionFalse, ReasonNoInterface, "no interface found for pod " + strings.Join(unplaced, ", ") +
+			"; enforced once its interface appears"}
 	}
 	return c
 }

@@ -18,15 +18,17 @@ func TestConditionOf(t *testing.T) {
 			Spec:       v1alpha1.PolicyEndpointSpec{PolicyRef: v1alpha1.PolicyReference{Namespace: "ns", Name: "web"}, Chunk: chunk},
 		}
 	}
-	ok, invalid, failing := pe("ok", nil), pe("invalid", nil), pe("failing", nil)
+	ok, invalid, failing, elsewhere := pe("ok", nil), pe("invalid", nil), pe("failing", nil), pe("elsewhere", nil)
 	waitingPE := pe("w-0", &v1alpha1.Chunk{Set: "w", Index: 0, Total: 2, Revision: "r2"})
 	pod := policyset.PodKey{Namespace: "ns", Name: "p1"}
 	out := outcome{
 		result: policyset.Result{
 			Errors: map[policyset.SetKey]error{policyset.SetOf(invalid): errors.New("bad CIDR 10.0.0.0/99")},
-			Sets:   map[policyset.PodKey][]policyset.SetKey{pod: {policyset.SetOf(failing)}},
+			Sets: map[policyset.PodKey][]policyset.SetKey{pod: {policyset.SetOf(failing)},
+				{Namespace: "ns", Name: "gone"}: {policyset.SetOf(elsewhere)}},
 		},
 		podErrors: map[policyset.PodKey]error{pod: errors.New("cidr map full")},
+		unplaced:  map[policyset.PodKey]bool{{Namespace: "ns", Name: "gone"}: true},
 	}
 	waiting := map[policyset.SetKey]policyset.Waiting{
 		policyset.SetOf(waitingPE): {Key: policyset.SetOf(waitingPE), Have: 1, Total: 2, Enforced: "r1"},
@@ -41,6 +43,7 @@ func TestConditionOf(t *testing.T) {
 		{invalid, metav1.ConditionFalse, ReasonInvalid, "10.0.0.0/99"},
 		{failing, metav1.ConditionFalse, ReasonProgrammingFailed, "pod ns/p1: cidr map full"},
 		{waitingPE, metav1.ConditionFalse, ReasonWaitingForChunks, `enforcing revision "r1"`},
+		{elsewhere, metav1.ConditionFalse, ReasonNoInterface, "ns/gone"},
 	} {
 		got := conditionOf(c.pe, out, waiting)
 		if got.generation != 3 || got.status != c.status || got.reason != c.reason || !strings.Contains(got.message, c.contains) {
