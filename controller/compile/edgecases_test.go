@@ -101,13 +101,20 @@ func TestNamedPortOnIPBlockOpensNoService(t *testing.T) {
 	}
 }
 
+// manualServiceOfDual: a policy of x/a allowing y/dual (10.0.1.3) on 5432,
+// and a Service (10.96.0.11:443) whose hand-written slice lists that
+// address without a targetRef.
+func manualServiceOfDual() (*networkingv1.NetworkPolicy, *corev1.Service, *discoveryv1.EndpointSlice) {
+	return netpol("x", "p", sel("pod", "a"), egressOnly,
+			egressRule(ports(port(TCP, 5432)), podPeer(sel("pod", "dual"), sel("ns", "y")))),
+		service("y", "manual", []string{"10.96.0.11"}, svcPort("", 443, intstr.FromInt32(5432))),
+		endpointSlice("y", "manual-1", "manual", discoveryv1.AddressTypeIPv4, "", 5432, "=10.0.1.3")
+}
+
 // A slice seen before the pod that holds its address compiles as it does
 // from scratch once the pod is seen.
 func TestSliceBeforeItsPod(t *testing.T) {
-	np := netpol("x", "p", sel("pod", "a"), egressOnly,
-		egressRule(ports(port(TCP, 5432)), podPeer(sel("pod", "dual"), sel("ns", "y"))))
-	svc := service("y", "manual", []string{"10.96.0.11"}, svcPort("", 443, intstr.FromInt32(5432)))
-	slice := endpointSlice("y", "manual-1", "manual", discoveryv1.AddressTypeIPv4, "", 5432, "=10.0.1.3")
+	np, svc, slice := manualServiceOfDual()
 
 	fresh := NewIndexOf(Objects{Pods: world().Pods, Services: []corev1.Service{*svc}, EndpointSlices: []discoveryv1.EndpointSlice{*slice}, NetworkPolicies: []networkingv1.NetworkPolicy{*np}, Namespaces: world().Namespaces})
 	want := render(fresh.Compile(key("x", "p"), Options{}).Objects)
@@ -156,10 +163,7 @@ func TestNamedPortsOfInitContainers(t *testing.T) {
 // When an allowed pod's address passes to a pod the policy does not allow,
 // a Service whose slice still lists the address is closed.
 func TestServiceClosedWhenItsAddressChangesHands(t *testing.T) {
-	np := netpol("x", "p", sel("pod", "a"), egressOnly,
-		egressRule(ports(port(TCP, 5432)), podPeer(sel("pod", "dual"), sel("ns", "y"))))
-	svc := service("y", "manual", []string{"10.96.0.11"}, svcPort("", 443, intstr.FromInt32(5432)))
-	slice := endpointSlice("y", "manual-1", "manual", discoveryv1.AddressTypeIPv4, "", 5432, "=10.0.1.3")
+	np, svc, slice := manualServiceOfDual()
 	objs := world()
 	objs.Services = []corev1.Service{*svc}
 	objs.EndpointSlices = []discoveryv1.EndpointSlice{*slice}
