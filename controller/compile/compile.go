@@ -263,7 +263,7 @@ func (c *compilation) rulePeers(dir string, ruleIndex int, r *parsedRule) (*peer
 				c.problem(ReasonInvalidIPBlock, "%s rule %d peer %d: %v; the peer allows nothing", dir, ruleIndex, i, err)
 				continue
 			}
-			blocks = append(blocks, block)
+			blocks = append(blocks, block...)
 		default:
 			selections = append(selections, c.peerPods(peer))
 		}
@@ -287,28 +287,30 @@ func (c *compilation) rulePeers(dir string, ruleIndex int, r *parsedRule) (*peer
 	return union, blocks
 }
 
-func parseIPBlock(b *networkingv1.IPBlock) (v1alpha1.EndpointInfo, error) {
+// parseIPBlock returns the entries of an ipBlock: one, or, when it has
+// more excepts than an entry holds, pieces of the block that each hold few
+// enough.
+func parseIPBlock(b *networkingv1.IPBlock) ([]v1alpha1.EndpointInfo, error) {
 	cidr, err := netip.ParsePrefix(b.CIDR)
 	if err != nil {
-		return v1alpha1.EndpointInfo{}, fmt.Errorf("ipBlock cidr %q: %w", b.CIDR, err)
+		return nil, fmt.Errorf("ipBlock cidr %q: %w", b.CIDR, err)
 	}
 	cidr = canonicalPrefix(cidr)
-	info := v1alpha1.EndpointInfo{CIDR: v1alpha1.NetworkAddress(cidr.String())}
-	if len(b.Except) > v1alpha1.MaxExcepts {
-		return v1alpha1.EndpointInfo{}, fmt.Errorf("ipBlock %q has %d excepts, more than the %d a PolicyEndpoint holds", b.CIDR, len(b.Except), v1alpha1.MaxExcepts)
-	}
+	var excepts []netip.Prefix
 	for _, e := range b.Except {
 		except, err := netip.ParsePrefix(e)
 		if err != nil {
-			return v1alpha1.EndpointInfo{}, fmt.Errorf("ipBlock except %q: %w", e, err)
+			return nil, fmt.Errorf("ipBlock except %q: %w", e, err)
 		}
 		except = canonicalPrefix(except)
 		if except.Addr().Is4() != cidr.Addr().Is4() {
-			return v1alpha1.EndpointInfo{}, fmt.Errorf("ipBlock except %q is not in the family of cidr %q", e, b.CIDR)
+			return nil, fmt.Errorf("ipBlock except %q is not in the family of cidr %q", e, b.CIDR)
 		}
-		info.Except = append(info.Except, v1alpha1.NetworkAddress(except.String()))
+		excepts = append(excepts, except)
 	}
-	return info, nil
+	var out []v1alpha1.EndpointInfo
+	carve(cidr, excepts, nil, &out)
+	return out, nil
 }
 
 // canonicalPrefix masks p and writes an IPv4-mapped IPv6 prefix of /96 or
