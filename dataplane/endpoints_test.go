@@ -83,12 +83,7 @@ func TestEndpointsWithTheSameRulesShareOneTable(t *testing.T) {
 	a, b := dummyLink(t), dummyLink(t)
 	used := func() int {
 		t.Helper()
-		d.mu.Lock()
-		err := d.flush()
-		d.mu.Unlock()
-		if err != nil {
-			t.Fatal(err)
-		}
+		flushNow(t, d)
 		occupancy, err := d.Occupancy()
 		if err != nil {
 			t.Fatal(err)

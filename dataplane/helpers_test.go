@@ -63,6 +63,18 @@ func newDataplane(t testing.TB, cfg Config) *Dataplane {
 	return d
 }
 
+// flushNow frees everything retired, as the freeing goroutine would, under
+// d's lock (that goroutine runs meanwhile).
+func flushNow(t testing.TB, d *Dataplane) {
+	t.Helper()
+	d.mu.Lock()
+	err := d.flush()
+	d.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // reopen closes d and opens its pinned maps again, as a restarted agent
 // does; newDataplane's cleanup purges them.
 func reopen(t *testing.T, d *Dataplane) *Dataplane {

@@ -123,9 +123,7 @@ func TestDensePortSlotsAreReusedAndRunOut(t *testing.T) {
 		if err := d.RemovePolicy(ifindexes[i]); err != nil {
 			t.Fatal(err)
 		}
-		if err := d.flush(); err != nil {
-			t.Fatal(err)
-		}
+		flushNow(t, d)
 		if got := denseSlotsUsed(t, d); got != 1 {
 			t.Fatalf("round %d: %d dense port sets after a removal, want 1", round, got)
 		}

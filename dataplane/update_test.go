@@ -421,9 +421,7 @@ func TestTablesStayInTheArray(t *testing.T) {
 			t.Fatal(err)
 		}
 		if i%10 == 9 {
-			if err := d.flush(); err != nil {
-				t.Fatal(err)
-			}
+			flushNow(t, d)
 		}
 	}
 	if d.nextPolicy-1 != tablesPerBatch {
