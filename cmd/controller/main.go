@@ -54,6 +54,9 @@ func run(ctx context.Context, args []string) error {
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
+	if maxEntries < 1 {
+		return fmt.Errorf("--max-entries-per-object must be at least 1, got %d", maxEntries)
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
 	config, err := loadConfig(kubeconfig)

@@ -130,7 +130,7 @@ func (x *Index) Compile(key types.NamespacedName, opts Options) Result {
 	for _, t := range isolation {
 		policyDigest.str(string(t))
 	}
-	maxEntries := min(cmp.Or(opts.MaxEntriesPerObject, DefaultMaxEntriesPerObject), v1alpha1.MaxListItems)
+	maxEntries := min(cmp.Or(max(opts.MaxEntriesPerObject, 0), DefaultMaxEntriesPerObject), v1alpha1.MaxListItems)
 	keys := make([]setKey, 0, len(sets))
 	names := make(map[setKey]string, len(sets))
 	for k := range sets {

@@ -18,7 +18,7 @@ func newExplain(streams IO) *cobra.Command {
 	var from, to, port, kubeconfig, kubeContext string
 	var family int
 	cmd := &cobra.Command{
-		Use:   "explain --from NS/POD --to NS/POD --port PORT[/PROTOCOL] (-f MANIFEST... | --live)",
+		Use:   "explain --from NS/POD --to NS/POD --port PORT[/PROTOCOL] [-f MANIFEST...]",
 		Short: "Say why one connection is allowed or denied, and which policies and rules decided",
 		Long: `explain judges the first packet from one pod to another on one port with
 the reference evaluator, and says in words, for the source's egress and

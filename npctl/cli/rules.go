@@ -19,7 +19,7 @@ func newRules(streams IO) *cobra.Command {
 	var kubeconfig, kubeContext string
 	var compiled bool
 	cmd := &cobra.Command{
-		Use:   "rules NS/POD... (-f MANIFEST... | --live)",
+		Use:   "rules NS/POD... [-f MANIFEST...]",
 		Short: "Print the rules a pod's agent programs, in words",
 		Long: `rules prints, for each pod, the policies applied to it and, per direction,
 whether it is isolated and each rule (its ID as in flow logs, the policy
