@@ -216,7 +216,7 @@ type Dataplane struct {
 // the freshly loaded programs without a moment unenforced.
 func Open(cfg Config) (*Dataplane, error) {
 	cfg = cfg.withDefaults()
-	if endpointSlots(cfg.MaxEndpoints) > maxEndpointSlots {
+	if endpointSlots(cfg.MaxEndpoints) >= maxEndpointSlots { // the last id is the shared closed endpoint's
 		return nil, fmt.Errorf("MaxEndpoints %d exceeds the %d endpoint slots conntrack keys hold", cfg.MaxEndpoints, maxEndpointSlots)
 	}
 	if n := cfg.FlowCacheSlots; n&(n-1) != 0 || n > maxFlowCacheSlots {
@@ -224,6 +224,9 @@ func Open(cfg Config) (*Dataplane, error) {
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.PinPath, cidrTablesDir), 0o700); err != nil {
+		return nil, fmt.Errorf("create pin directory: %w", err)
 	}
 	if err := os.MkdirAll(filepath.Join(cfg.PinPath, "links"), 0o700); err != nil {
 		return nil, fmt.Errorf("create pin directory: %w", err)
@@ -302,6 +305,10 @@ func Open(cfg Config) (*Dataplane, error) {
 	if err := d.rebuild(); err != nil {
 		d.closeObjects()
 		return nil, fmt.Errorf("read pinned state: %w", err)
+	}
+	if err := d.checkTableSize(); err != nil {
+		d.closeObjects()
+		return nil, err
 	}
 	// A process that stopped between retiring an endpoint slot and freeing
 	// it left the slot's flows; a later endpoint of the slot could get the

@@ -10,6 +10,7 @@ import (
 	"hash/fnv"
 	"math"
 	"net/netip"
+	"os"
 	"slices"
 	"time"
 
@@ -21,6 +22,35 @@ import (
 
 // ErrCapacity is wrapped by errors of SetPolicy when a map is full.
 var ErrCapacity = errors.New("dataplane capacity exhausted")
+
+// refClosed in endpoint_refs closes an interface without a record of its
+// own (REF_CLOSED in bpf/lib/common.h): endpoints that found every slot in
+// use share it. Its endpoint is closedEndpoint, of an id no slot has.
+const (
+	refClosed        = ^uint32(0)
+	closedEndpointID = maxEndpointSlots - 1
+)
+
+var closedEndpoint = palisadeEndpoint{Id: closedEndpointID, Isolated: [2]uint8{1, 1}}
+
+// recordOf returns the endpoint a reference read from endpoint_refs leads
+// to, checking that it is one this package wrote.
+func recordOf(records *ebpf.Map, ref uint32) (*endpointRecord, error) {
+	if ref == refClosed {
+		return &endpointRecord{value: closedEndpoint}, nil
+	}
+	var ep palisadeEndpoint
+	if err := records.Lookup(ref-1, &ep); err != nil {
+		return nil, fmt.Errorf("endpoint record %d: %w", ref-1, err)
+	}
+	if ep.Id != (ref-1)/2 || ep.Revision == 0 {
+		return nil, fmt.Errorf("endpoint record %d holds slot %d revision %d: %w", ref-1, ep.Id, ep.Revision, ebpf.ErrMapIncompatible)
+	}
+	return &endpointRecord{value: ep, record: ref - 1}, nil
+}
+
+// shared tells whether the endpoint is closed on the shared reference.
+func (r *endpointRecord) shared() bool { return r.value.Id == closedEndpointID }
 
 type endpointRecord struct {
 	value palisadeEndpoint
@@ -129,6 +159,9 @@ func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) 
 		return 0, fmt.Errorf("set policy: invalid ifindex %d", ifindex)
 	}
 	old := d.endpoints[ifindex]
+	if old != nil && old.shared() {
+		old = nil // a slot and record of its own, if one is free now
+	}
 	if ep == nil {
 		return d.failClosed(ifindex, old, policy.Endpoint{Ingress: policy.Direction{Isolated: true}, Egress: policy.Direction{Isolated: true}},
 			errors.New("nil endpoint policy"))
@@ -178,7 +211,7 @@ func (d *Dataplane) SetPolicy(ifindex int, ep *policy.Endpoint) (uint32, error) 
 		if err := d.resetCounters(slot); err != nil {
 			d.release(written)
 			delete(d.slotsUsed, slot)
-			return 0, err
+			return d.failClosed(ifindex, nil, *ep, err)
 		}
 	}
 	d.revision++
@@ -206,8 +239,17 @@ func (d *Dataplane) failClosed(ifindex int, old *endpointRecord, ep policy.Endpo
 		return old.value.Revision, fmt.Errorf("%w (previous policy kept)", err)
 	}
 	slot, slotErr := d.slotFor(nil)
+	if slotErr == nil {
+		if slotErr = d.resetCounters(slot); slotErr != nil {
+			delete(d.slotsUsed, slot)
+		}
+	}
 	if slotErr != nil {
-		return 0, errors.Join(err, slotErr)
+		if rerr := d.setEndpointRef(ifindex, refClosed); rerr != nil {
+			return 0, errors.Join(err, slotErr, fmt.Errorf("could not close endpoint: %w", rerr))
+		}
+		d.endpoints[ifindex] = &endpointRecord{value: closedEndpoint}
+		return 0, fmt.Errorf("%w (endpoint left closed on the shared closed record: %v)", err, slotErr)
 	}
 	d.revision++
 	value := palisadeEndpoint{Id: slot, Revision: d.revision}
@@ -427,15 +469,28 @@ func (d *Dataplane) addTables() error {
 	spec.MaxEntries = uint32(d.cfg.RuleCapacity) // a limit: tries allocate per entry
 	ids := make([]uint32, n)
 	fds := make([]uint32, n)
+	unpin := func() {
+		for _, id := range ids {
+			os.Remove(cidrTablePin(d.cfg.PinPath, id))
+		}
+	}
 	for i := range n {
+		ids[i] = first + uint32(i)
 		table, err := ebpf.NewMap(spec)
+		if err == nil {
+			// a pin left by a process stopped before cidr_tables held it
+			os.Remove(cidrTablePin(d.cfg.PinPath, ids[i]))
+			err = table.Pin(cidrTablePin(d.cfg.PinPath, ids[i]))
+		}
 		if err != nil {
+			unpin()
 			return fmt.Errorf("%w: create CIDR table: %v", ErrCapacity, err)
 		}
-		defer table.Close() // cidr_tables holds it from here
-		ids[i], fds[i] = first+uint32(i), uint32(table.FD())
+		defer table.Close() // cidr_tables and the pin hold it from here
+		fds[i] = uint32(table.FD())
 	}
 	if _, err := d.objs.CidrTables.BatchUpdate(ids, fds, nil); err != nil {
+		unpin()
 		return fmt.Errorf("put CIDR tables %d-%d: %w", first, first+uint32(n)-1, err)
 	}
 	d.nextPolicy += uint32(n)
@@ -445,16 +500,26 @@ func (d *Dataplane) addTables() error {
 	return nil
 }
 
-func (d *Dataplane) openTable(id uint32) (*ebpf.Map, error) {
-	var mapID ebpf.MapID
-	if err := d.objs.CidrTables.Lookup(id, &mapID); err != nil {
-		return nil, fmt.Errorf("CIDR table %d: %w", id, err)
+// checkTableSize refuses pinned CIDR tables made with another
+// RuleCapacity: each trie holds at most that many entries.
+func (d *Dataplane) checkTableSize() error {
+	if d.nextPolicy <= 1 {
+		return nil
 	}
-	table, err := ebpf.NewMapFromID(mapID)
+	table, err := d.openTable(1)
 	if err != nil {
-		return nil, fmt.Errorf("open CIDR table %d: %w", id, err)
+		return err
 	}
-	return table, nil
+	defer table.Close()
+	if got := table.MaxEntries(); got != uint32(d.cfg.RuleCapacity) {
+		return fmt.Errorf("CIDR tables pinned at %s hold %d entries, RuleCapacity is %d (Purge to resize): %w",
+			d.cfg.PinPath, got, d.cfg.RuleCapacity, ebpf.ErrMapIncompatible)
+	}
+	return nil
+}
+
+func (d *Dataplane) openTable(id uint32) (*ebpf.Map, error) {
+	return openCIDRTable(d.cfg.PinPath, d.objs.CidrTables, id, false)
 }
 
 // emptyTable deletes keys from table and reports whether it is empty.
@@ -680,6 +745,9 @@ func (d *Dataplane) RemovePolicy(ifindex int) error {
 		return fmt.Errorf("remove policy of ifindex %d: %w", ifindex, err)
 	}
 	delete(d.endpoints, ifindex)
+	if old.shared() {
+		return nil
+	}
 	d.release(old.value.Policy[:])
 	d.retire(nil, []uint32{old.value.Id})
 	return nil
@@ -926,16 +994,21 @@ func (d *Dataplane) rebuild() error {
 		return err
 	}
 	for ifindex, ref := range refs {
-		var ep palisadeEndpoint
-		if err := d.objs.EndpointRecords.Lookup(ref-1, &ep); err != nil {
-			return fmt.Errorf("endpoint record %d of ifindex %d: %w", ref-1, ifindex, err)
+		rec, err := recordOf(d.objs.EndpointRecords, ref)
+		if err != nil {
+			return fmt.Errorf("ifindex %d: %w", ifindex, err)
 		}
-		d.endpoints[int(ifindex)] = &endpointRecord{value: ep, record: ref - 1}
-		d.slotsUsed[ep.Id] = true
-		d.revision = max(d.revision, ep.Revision)
+		if !rec.shared() {
+			if d.slotsUsed[rec.value.Id] {
+				return fmt.Errorf("ifindex %d: endpoint slot %d referenced twice: %w", ifindex, rec.value.Id, ebpf.ErrMapIncompatible)
+			}
+			d.slotsUsed[rec.value.Id] = true
+		}
+		d.endpoints[int(ifindex)] = rec
+		d.revision = max(d.revision, rec.value.Revision)
 	}
 	values := map[uint32][]palisadeCidrValue{}
-	err = walkCIDRTables(d.objs.CidrTables, func(id uint32, ck palisadeCidrKey, cv palisadeCidrValue) error {
+	err = walkCIDRTables(d.cfg.PinPath, d.objs.CidrTables, false, func(id uint32, ck palisadeCidrKey, cv palisadeCidrValue) error {
 		rec := d.policies[id]
 		if rec == nil {
 			rec = &policyRecord{}

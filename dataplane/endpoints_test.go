@@ -1,10 +1,12 @@
 package dataplane
 
 import (
+	"errors"
 	"net/netip"
 	"path/filepath"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/palisade-net/palisade/policy"
 	"github.com/palisade-net/palisade/policy/packet"
 )
@@ -190,5 +192,134 @@ func TestPolicyTextIgnoresOrderOnly(t *testing.T) {
 	value := []palisadeCidrValue{{Flags: cidrAnyProto}}
 	if policyText([]palisadeCidrKey{v4}, value) == policyText([]palisadeCidrKey{v6}, value) {
 		t.Error("an IPv4 and an IPv6 prefix of the same bits made the same table")
+	}
+}
+
+// TestEndpointsBeyondTheSlotsAreClosed: with every slot in use, a new
+// endpoint is closed on the shared closed reference, not left open; it gets
+// a slot of its own once one is free, and can be removed either way.
+func TestEndpointsBeyondTheSlotsAreClosed(t *testing.T) {
+	d := newDataplane(t, Config{MaxEndpoints: 2})
+	a, b, c := dummyLink(t), dummyLink(t), dummyLink(t)
+	open := &policy.Endpoint{}
+	for _, ifindex := range []int{a, b} {
+		if _, err := d.SetPolicy(ifindex, open); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := d.SetPolicy(c, &policy.Endpoint{Ingress: policy.Direction{Isolated: true}})
+	if !errors.Is(err, ErrCapacity) {
+		t.Fatalf("third endpoint of two slots: %v, want ErrCapacity", err)
+	}
+	syn := tcp(peerIP, podIP, 40000, 80, packet.SYN)
+	out := tcp(podIP, peerIP, 40000, 80, packet.SYN)
+	if runFrame(t, d, policy.Ingress, c, syn) || runFrame(t, d, policy.Egress, c, out) {
+		t.Fatal("an endpoint beyond the slots passes traffic")
+	}
+	if counters, err := d.Counters(c); err != nil || counters != (Counters{}) {
+		t.Errorf("counters of the closed endpoint: %+v, %v", counters, err)
+	}
+	// Still closed after a restart.
+	d = reopen(t, d)
+	if runFrame(t, d, policy.Ingress, c, syn) {
+		t.Fatal("the closed endpoint opened in a restart")
+	}
+	if err := d.RemovePolicy(a); err != nil {
+		t.Fatal(err)
+	}
+	flushNow(t, d)
+	if _, err := d.SetPolicy(c, open); err != nil {
+		t.Fatalf("once a slot is free: %v", err)
+	}
+	if !runFrame(t, d, policy.Ingress, c, syn) {
+		t.Fatal("the endpoint's own policy does not apply once it has a slot")
+	}
+	if counters, err := d.Counters(c); err != nil || counters.Ingress.AllowPackets != 1 {
+		t.Errorf("counters of its own slot: %+v, %v", counters, err)
+	}
+	if err := d.RemovePolicy(b); err != nil {
+		t.Fatal(err)
+	}
+	flushNow(t, d)
+	// The shared record can be removed too.
+	if _, err := d.SetPolicy(a, open); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.SetPolicy(b, open); !errors.Is(err, ErrCapacity) {
+		t.Fatalf("third endpoint again: %v", err)
+	}
+	if err := d.RemovePolicy(b); err != nil {
+		t.Fatal(err)
+	}
+	if !runFrame(t, d, policy.Ingress, b, syn) {
+		t.Error("an endpoint removed from the shared closed reference is still closed")
+	}
+}
+
+// TestFailedEndpointStartsWithZeroCounters: an endpoint closed because its
+// policy failed does not inherit the counters of its slot's previous owner.
+func TestFailedEndpointStartsWithZeroCounters(t *testing.T) {
+	d := newDataplane(t, Config{RuleCapacity: 4})
+	a, b := dummyLink(t), dummyLink(t)
+	if _, err := d.SetPolicy(a, &policy.Endpoint{Ingress: policy.Direction{Isolated: true}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		runFrame(t, d, policy.Ingress, a, tcp(peerIP, podIP, 40000, 80, packet.SYN))
+	}
+	if err := d.RemovePolicy(a); err != nil {
+		t.Fatal(err)
+	}
+	flushNow(t, d)
+	big := &policy.Endpoint{Ingress: policy.Direction{Isolated: true}}
+	for i := range 10 {
+		big.Ingress.Rules = append(big.Ingress.Rules, policy.Rule{ID: uint32(i + 1), CIDR: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 32)})
+	}
+	if _, err := d.SetPolicy(b, big); !errors.Is(err, ErrCapacity) {
+		t.Fatalf("SetPolicy of 10 rules into 4: %v", err)
+	}
+	if counters, err := d.Counters(b); err != nil || counters != (Counters{}) {
+		t.Errorf("counters of the endpoint closed on a reused slot: %+v, %v", counters, err)
+	}
+}
+
+// TestReopenRefusesAnotherRuleCapacity: CIDR tables hold at most
+// RuleCapacity entries each, so tables pinned with another one are
+// refused, as other resized maps are, instead of failing updates later.
+func TestReopenRefusesAnotherRuleCapacity(t *testing.T) {
+	d := newDataplane(t, Config{RuleCapacity: 64})
+	if _, err := d.SetPolicy(dummyLink(t), webPolicy()); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := d.cfg
+	cfg.RuleCapacity = 4096
+	if reopened, err := Open(cfg); !errors.Is(err, ebpf.ErrMapIncompatible) {
+		if err == nil {
+			reopened.Close()
+		}
+		t.Fatalf("Open with RuleCapacity 4096 over tables of 64: %v, want ErrMapIncompatible", err)
+	}
+}
+
+// TestStaleTablePinIsReplaced: a table pinned by a process stopped before
+// cidr_tables held it does not stop the next batch of tables.
+func TestStaleTablePinIsReplaced(t *testing.T) {
+	d := newDataplane(t, Config{})
+	stale, err := ebpf.NewMap(d.tableSpec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stale.Close()
+	if err := stale.Pin(cidrTablePin(d.cfg.PinPath, d.nextPolicy)); err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	err = d.addTables()
+	d.mu.Unlock()
+	if err != nil {
+		t.Fatalf("adding tables over a stale pin: %v", err)
 	}
 }

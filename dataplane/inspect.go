@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 
 	"github.com/cilium/ebpf"
 
@@ -65,12 +66,12 @@ func Inspect(pinPath string) (*Inspection, error) {
 		if ref == 0 {
 			continue
 		}
-		var ep palisadeEndpoint
-		if err := maps.EndpointRecords.Lookup(ref-1, &ep); err != nil {
+		rec, err := recordOf(maps.EndpointRecords, ref)
+		if err != nil {
 			maps.Close()
-			return nil, fmt.Errorf("inspect %s: endpoint record %d of ifindex %d: %w", pinPath, ref-1, ifindex, err)
+			return nil, fmt.Errorf("inspect %s: ifindex %d: %w", pinPath, ifindex, err)
 		}
-		d.endpoints[int(ifindex)] = &endpointRecord{value: ep, record: ref - 1}
+		d.endpoints[int(ifindex)] = rec
 	}
 	return &Inspection{pinned: d}, nil
 }
@@ -92,7 +93,7 @@ func (i *Inspection) Endpoints() ([]EndpointState, error) {
 // EndpointState.RuleEntries counts.
 func (i *Inspection) readPolicyKeys() error {
 	policies := map[uint32]*policyRecord{}
-	err := walkCIDRTables(i.pinned.objs.CidrTables, func(id uint32, k palisadeCidrKey, _ palisadeCidrValue) error {
+	err := walkCIDRTables(i.pinned.cfg.PinPath, i.pinned.objs.CidrTables, true, func(id uint32, k palisadeCidrKey, _ palisadeCidrValue) error {
 		policies[id].keys = append(policies[id].keys, k)
 		return nil
 	}, func(id uint32) { policies[id] = &policyRecord{} })
@@ -136,11 +137,7 @@ func (i *Inspection) Tables(ifindex int) ([2]*compile.Direction, error) {
 			continue
 		}
 		id := rec.value.Policy[dir]
-		var mapID ebpf.MapID
-		if err := i.pinned.objs.CidrTables.Lookup(id, &mapID); err != nil {
-			return out, fmt.Errorf("tables of ifindex %d: CIDR table %d: %w", ifindex, id, err)
-		}
-		err := walkCIDRTable(id, mapID, func(_ uint32, k palisadeCidrKey, v palisadeCidrValue) error {
+		err := walkCIDRTable(i.pinned.cfg.PinPath, i.pinned.objs.CidrTables, id, true, func(_ uint32, k palisadeCidrKey, v palisadeCidrValue) error {
 			entry, err := decodeCIDREntry(k, v, portsets, d)
 			if err != nil {
 				return fmt.Errorf("tables of ifindex %d: %w", ifindex, err)
@@ -160,9 +157,47 @@ func (i *Inspection) Tables(ifindex int) ([2]*compile.Direction, error) {
 	return out, nil
 }
 
-// walkCIDRTables calls table for the id of every table in cidr_tables and
-// fn for each of its entries.
-func walkCIDRTables(tables *ebpf.Map, fn func(uint32, palisadeCidrKey, palisadeCidrValue) error, table func(uint32)) error {
+// cidrTablePin is where CIDR table id of the maps pinned at pinPath is
+// pinned. Tables are pinned, not only held by cidr_tables, so that a
+// process without CAP_SYS_ADMIN (which opening a map by its kernel id
+// needs) can open them again.
+func cidrTablePin(pinPath string, id uint32) string {
+	return filepath.Join(pinPath, cidrTablesDir, strconv.FormatUint(uint64(id), 10))
+}
+
+const cidrTablesDir = "cidr_tables_pins" // bpffs refuses dots in names
+
+// openCIDRTable opens table id of tables (the cidr_tables pinned at
+// pinPath). A table without a pin, left by a build that did not pin them,
+// is opened by its kernel id and, unless readOnly, pinned.
+func openCIDRTable(pinPath string, tables *ebpf.Map, id uint32, readOnly bool) (*ebpf.Map, error) {
+	pin := cidrTablePin(pinPath, id)
+	m, err := ebpf.LoadPinnedMap(pin, &ebpf.LoadPinOptions{ReadOnly: readOnly})
+	if err == nil {
+		return m, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("open CIDR table %d: %w", id, err)
+	}
+	var mapID ebpf.MapID
+	if err := tables.Lookup(id, &mapID); err != nil {
+		return nil, fmt.Errorf("CIDR table %d: %w", id, err)
+	}
+	if m, err = ebpf.NewMapFromID(mapID); err != nil {
+		return nil, fmt.Errorf("open CIDR table %d, not pinned at %s: %w", id, pin, err)
+	}
+	if !readOnly {
+		if err := m.Pin(pin); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("pin CIDR table %d: %w", id, err)
+		}
+	}
+	return m, nil
+}
+
+// walkCIDRTables calls table for the id of every table in tables (the
+// cidr_tables pinned at pinPath) and fn for each of its entries.
+func walkCIDRTables(pinPath string, tables *ebpf.Map, readOnly bool, fn func(uint32, palisadeCidrKey, palisadeCidrValue) error, table func(uint32)) error {
 	var id uint32
 	var mapID ebpf.MapID
 	it := tables.Iterate()
@@ -170,7 +205,7 @@ func walkCIDRTables(tables *ebpf.Map, fn func(uint32, palisadeCidrKey, palisadeC
 		if table != nil {
 			table(id)
 		}
-		if err := walkCIDRTable(id, mapID, fn); err != nil {
+		if err := walkCIDRTable(pinPath, tables, id, readOnly, fn); err != nil {
 			return err
 		}
 	}
@@ -180,11 +215,11 @@ func walkCIDRTables(tables *ebpf.Map, fn func(uint32, palisadeCidrKey, palisadeC
 	return nil
 }
 
-// walkCIDRTable calls fn for each entry of the table with map id mapID.
-func walkCIDRTable(id uint32, mapID ebpf.MapID, fn func(uint32, palisadeCidrKey, palisadeCidrValue) error) error {
-	m, err := ebpf.NewMapFromID(mapID)
+// walkCIDRTable calls fn for each entry of table id.
+func walkCIDRTable(pinPath string, tables *ebpf.Map, id uint32, readOnly bool, fn func(uint32, palisadeCidrKey, palisadeCidrValue) error) error {
+	m, err := openCIDRTable(pinPath, tables, id, readOnly)
 	if err != nil {
-		return fmt.Errorf("open CIDR table %d: %w", id, err)
+		return err
 	}
 	defer m.Close()
 	var k palisadeCidrKey

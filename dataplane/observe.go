@@ -35,6 +35,9 @@ func (d *Dataplane) Counters(ifindex int) (Counters, error) {
 		return Counters{}, fmt.Errorf("counters: ifindex %d has no policy", ifindex)
 	}
 	var out Counters
+	if rec.shared() {
+		return out, nil // the shared closed endpoint counts nothing
+	}
 	for dir, dst := range []*DirCounters{&out.Ingress, &out.Egress} {
 		var perCPU []palisadeCounters
 		if err := d.objs.EndpointCounters.Lookup(rec.value.Id*2+uint32(dir), &perCPU); err != nil {

@@ -276,7 +276,7 @@ func TestCloseFreesRetiredEntries(t *testing.T) {
 	}
 	defer pinned.Close()
 	entries := 0
-	err = walkCIDRTables(pinned, func(id uint32, k palisadeCidrKey, _ palisadeCidrValue) error {
+	err = walkCIDRTables(d.cfg.PinPath, pinned, true, func(id uint32, k palisadeCidrKey, _ palisadeCidrValue) error {
 		entries++
 		if id != live {
 			return fmt.Errorf("entry of table %d left after Close, the live table is %d", id, live)

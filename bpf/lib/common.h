@@ -119,6 +119,15 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } endpoint_records SEC(".maps");
 
+/* A reference that closes an interface without a record of its own, for
+ * endpoints that found every slot in use: the endpoint of an id no slot
+ * has, isolated both ways, with no rules. Not const: the verifier passes
+ * no read-only memory to the full path's global function. */
+#define REF_CLOSED 0xffffffff
+#define ENDPOINT_ID_CLOSED 0xffffff
+
+static struct endpoint closed_endpoint = {.id = ENDPOINT_ID_CLOSED, .isolated = {1, 1}};
+
 static __always_inline struct endpoint *endpoint_of(__u32 ifindex)
 {
 	__u32 *ref = bpf_map_lookup_elem(&endpoint_refs, &ifindex);
@@ -126,6 +135,8 @@ static __always_inline struct endpoint *endpoint_of(__u32 ifindex)
 		ref = bpf_map_lookup_elem(&endpoint_refs_hash, &ifindex);
 	if (!ref || !*ref)
 		return 0;
+	if (*ref == REF_CLOSED)
+		return &closed_endpoint;
 	__u32 index = *ref - 1;
 	return bpf_map_lookup_elem(&endpoint_records, &index);
 }
