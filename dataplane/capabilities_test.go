@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 
-	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/palisade-net/palisade/policy"
@@ -23,16 +22,28 @@ func agentCapabilities(t *testing.T) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	type container struct {
+		SecurityContext struct {
+			Capabilities struct{ Add []string }
+		} `json:"securityContext"`
+	}
 	for _, doc := range strings.Split(string(manifest), "\n---") {
-		var ds appsv1.DaemonSet
-		if err := yaml.Unmarshal([]byte(doc), &ds); err != nil || ds.Kind != "DaemonSet" {
+		var object struct {
+			Kind string
+			Spec struct {
+				Template struct {
+					Spec struct{ Containers []container }
+				}
+			}
+		}
+		if err := yaml.Unmarshal([]byte(doc), &object); err != nil || object.Kind != "DaemonSet" {
 			continue
 		}
-		for _, c := range ds.Spec.Template.Spec.Containers {
-			if sc := c.SecurityContext; sc != nil && sc.Capabilities != nil && len(sc.Capabilities.Add) > 0 {
+		for _, c := range object.Spec.Template.Spec.Containers {
+			if add := c.SecurityContext.Capabilities.Add; len(add) > 0 {
 				var caps []string
-				for _, capability := range sc.Capabilities.Add {
-					caps = append(caps, strings.ToLower(string(capability)))
+				for _, capability := range add {
+					caps = append(caps, strings.ToLower(capability))
 				}
 				return caps
 			}
