@@ -135,10 +135,11 @@ static __always_inline struct endpoint *endpoint_of(__u32 ifindex)
 		ref = bpf_map_lookup_elem(&endpoint_refs_hash, &ifindex);
 	if (!ref || !*ref)
 		return 0;
-	if (*ref == REF_CLOSED)
-		return &closed_endpoint;
 	__u32 index = *ref - 1;
-	return bpf_map_lookup_elem(&endpoint_records, &index);
+	struct endpoint *ep = bpf_map_lookup_elem(&endpoint_records, &index);
+	if (!ep && *ref == REF_CLOSED) /* past the records: off the hot path */
+		return &closed_endpoint;
+	return ep;
 }
 
 /* Every distinct direction's rules are a trie of their own, so that a
