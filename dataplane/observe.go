@@ -183,16 +183,36 @@ func (d *Dataplane) GarbageCollect(now time.Time) (int, error) {
 	if err := errors.Join(err4, err6, errFrag); err != nil {
 		return 0, err
 	}
-	// An endpoint programmed during the walk keeps its fresh entries.
-	liveAfter := d.liveEndpointIDs()
-	reborn := func(endpoint uint32) bool { return liveAfter[endpoint] && !liveBefore[endpoint] }
-	keys4 = slices.DeleteFunc(keys4, func(k palisadeCtKey4) bool { return reborn(k.endpoint()) })
-	keys6 = slices.DeleteFunc(keys6, func(k palisadeCtKey) bool { return reborn(k.Endpoint) })
-	fragKeys = slices.DeleteFunc(fragKeys, func(k palisadeFragKey) bool { return reborn(k.Endpoint) })
+	// Entries of endpoints gone are deleted under the lock, and only while
+	// their slot is still free: an endpoint given the slot meanwhile (a pod
+	// removed and added again gets the same one) makes the same keys.
+	gone := func(endpoint uint32) bool { return !liveBefore[endpoint] }
+	gone4, keys4 := partition(keys4, func(k palisadeCtKey4) bool { return gone(k.endpoint()) })
+	gone6, keys6 := partition(keys6, func(k palisadeCtKey) bool { return gone(k.Endpoint) })
+	goneFrag, fragKeys := partition(fragKeys, func(k palisadeFragKey) bool { return gone(k.Endpoint) })
+	d.mu.Lock()
+	live := d.liveEndpointIDsLocked()
+	gone4 = slices.DeleteFunc(gone4, func(k palisadeCtKey4) bool { return live[k.endpoint()] })
+	gone6 = slices.DeleteFunc(gone6, func(k palisadeCtKey) bool { return live[k.Endpoint] })
+	goneFrag = slices.DeleteFunc(goneFrag, func(k palisadeFragKey) bool { return live[k.Endpoint] })
+	n := deleteKeys(d.objs.Conntrack4, gone4) + deleteKeys(d.objs.Conntrack6, gone6) + deleteKeys(d.objs.Fragments, goneFrag)
+	d.mu.Unlock()
 	// The flow caches need no drop: an allow they hold expires long before
 	// its entry (flowCacheHold), and entries of endpoints no longer
 	// programmed are judged under another revision if their slot returns.
-	return deleteKeys(d.objs.Conntrack4, keys4) + deleteKeys(d.objs.Conntrack6, keys6) + deleteKeys(d.objs.Fragments, fragKeys), nil
+	return n + deleteKeys(d.objs.Conntrack4, keys4) + deleteKeys(d.objs.Conntrack6, keys6) + deleteKeys(d.objs.Fragments, fragKeys), nil
+}
+
+// partition splits keys into those pred holds for and the others.
+func partition[K any](keys []K, pred func(K) bool) (yes, no []K) {
+	for _, k := range keys {
+		if pred(k) {
+			yes = append(yes, k)
+		} else {
+			no = append(no, k)
+		}
+	}
+	return yes, no
 }
 
 // SetFlowCache turns the programs' flow cache on (the default) or off.
@@ -245,6 +265,10 @@ func collectKeys[K, V any](m *ebpf.Map, match func(K, V) bool) ([]K, error) {
 func (d *Dataplane) liveEndpointIDs() map[uint32]bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	return d.liveEndpointIDsLocked()
+}
+
+func (d *Dataplane) liveEndpointIDsLocked() map[uint32]bool {
 	live := map[uint32]bool{}
 	for _, rec := range d.endpoints {
 		live[rec.value.Id] = true
