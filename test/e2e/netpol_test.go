@@ -200,6 +200,9 @@ func runCase(t *testing.T, c netpolcases.Case, families []localcluster.Family, a
 			slowest = max(slowest, o.wait.Took)
 			interrupted += o.wait.Interrupted
 		}
+		if interrupted > 0 {
+			t.Errorf("step %d: %d pairs allowed before and after the change were blocked during it", s+1, interrupted)
+		}
 		if t.Failed() {
 			t.FailNow()
 		}

@@ -95,7 +95,8 @@ type Wait struct {
 	Took time.Duration
 	// Observed is the last matrix observed.
 	Observed *reachability.Matrix
-	// Interrupted counts the watched pairs seen blocked in some round.
+	// Interrupted counts the watched pairs seen blocked in some round and
+	// still blocked when probed again at once with ConfirmTimeout.
 	Interrupted int
 }
 
@@ -104,19 +105,35 @@ type Wait struct {
 // probing again, with ConfirmTimeout, the pairs expected blocked; pairs
 // that answered need no confirmation. watch lists pairs that should stay
 // connected all along (connected before the change and after it); the
-// ones seen blocked on the way are counted in Wait.Interrupted.
+// ones seen blocked on the way, and again when probed at once with
+// ConfirmTimeout (a probe of PollTimeout can miss on a busy machine), are
+// counted in Wait.Interrupted.
 func (c *Cluster) WaitFor(ctx context.Context, expected *reachability.Matrix, family Family, port int32, protocol corev1.Protocol, since time.Time, deadline time.Duration, watch []reachability.Pair) (Wait, error) {
 	ctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
 	var result Wait
 	interrupted := map[reachability.Pair]bool{}
-	noteInterruptions := func(m *reachability.Matrix) {
+	noteInterruptions := func(m *reachability.Matrix) error {
+		var suspects []reachability.Pair
 		for _, pair := range watch {
-			if !m.Get(pair.From, pair.To) {
+			if !m.Get(pair.From, pair.To) && !interrupted[pair] {
+				suspects = append(suspects, pair)
+			}
+		}
+		if len(suspects) == 0 {
+			return nil
+		}
+		connected, err := c.probePairs(ctx, suspects, family, port, protocol, ConfirmTimeout)
+		if err != nil {
+			return err
+		}
+		for i, pair := range suspects {
+			if !connected[i] {
 				interrupted[pair] = true
 			}
 		}
 		result.Interrupted = len(interrupted)
+		return nil
 	}
 	for {
 		roundStart := time.Now()
@@ -128,7 +145,9 @@ func (c *Cluster) WaitFor(ctx context.Context, expected *reachability.Matrix, fa
 			return result, fmt.Errorf("%d/%s %s: no match within %v: %w", port, protocol, family, deadline, err)
 		}
 		result.Observed = m
-		noteInterruptions(m)
+		if err := noteInterruptions(m); err != nil {
+			return result, fmt.Errorf("%d/%s %s: confirming interruptions: %w", port, protocol, family, err)
+		}
 		if diffs, err := expected.Differences(m); err != nil {
 			return result, err
 		} else if len(diffs) > 0 {
