@@ -63,7 +63,7 @@ func CacheOptions(node string) cache.Options {
 	return cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}:              {Field: fields.OneTermEqualSelector("spec.nodeName", node)},
-			&v1alpha1.PolicyEndpoint{}: {Label: labels.SelectorFromSet(labels.Set{v1alpha1.NodeLabel: node})},
+			&v1alpha1.PolicyEndpoint{}: {Label: labels.SelectorFromSet(labels.Set{v1alpha1.NodeLabel: v1alpha1.LabelValue(node)})},
 		},
 	}
 }

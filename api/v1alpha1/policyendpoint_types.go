@@ -52,6 +52,10 @@
 package v1alpha1
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -70,6 +74,18 @@ const NodeLabel = "palisade.io/node"
 
 // PolicyNameLabel carries spec.policyRef.name (the namespace is the object's).
 const PolicyNameLabel = "palisade.io/policy"
+
+// LabelValue fits a node or policy name into a label value (63 characters
+// at most): a longer name keeps a prefix and gets a hash of the whole, so
+// selecting by label stays exact in practice, and the spec's fields stay
+// authoritative.
+func LabelValue(name string) string {
+	if len(name) <= 63 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return strings.TrimRight(name[:52], "-.") + "-" + hex.EncodeToString(sum[:5])
+}
 
 // Size limits of the schema (they keep the CEL validation cost in budget).
 const (

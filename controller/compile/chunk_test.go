@@ -1,11 +1,13 @@
 package compile
 
 import (
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/palisade-net/palisade/api/v1alpha1"
 )
@@ -35,12 +37,12 @@ func TestChunksReassembleToTheWhole(t *testing.T) {
 	}
 	for i, c := range chunks {
 		n := len(c.Spec.PodSelectorEndpoints) + len(c.Spec.Ingress) + len(c.Spec.Egress)
-		if n > 7 || c.Spec.Chunk.Set != whole[0].Name || c.Spec.Chunk.Total != 13 || c.Spec.Chunk.Revision != whole[0].Spec.Chunk.Revision {
+		if n > 7 || c.Spec.Chunk.Set != whole[0].Name || c.Spec.Chunk.Total != 13 || c.Spec.Chunk.Revision != chunks[0].Spec.Chunk.Revision {
 			t.Errorf("chunk %d: %d entries, chunk %+v", i, n, c.Spec.Chunk)
 		}
 	}
 	spec, revision, ok := v1alpha1.CompleteRevision(chunks)
-	if !ok || revision != whole[0].Spec.Chunk.Revision {
+	if !ok || revision != chunks[0].Spec.Chunk.Revision {
 		t.Fatalf("complete set not recognized: ok=%v revision=%q", ok, revision)
 	}
 	want := whole[0].Spec
@@ -90,4 +92,36 @@ func dedupeByName(objs []v1alpha1.PolicyEndpoint) []v1alpha1.PolicyEndpoint {
 		out = append(out, o)
 	}
 	return out
+}
+
+// TestChunksFitTheAPIServer: entries may be large (64 port ranges each), so
+// chunks are bounded by size as well as count: a policy of 999 such peers
+// makes objects etcd takes, which reassemble to the whole.
+func TestChunksFitTheAPIServer(t *testing.T) {
+	objs := bigNamespace(1)
+	var ps []networkingv1.NetworkPolicyPort
+	for i := range 64 {
+		ps = append(ps, portRange(TCP, int32(10000+i*10), int32(10005+i*10)))
+	}
+	var peers []networkingv1.NetworkPolicyPeer
+	for i := range 999 {
+		peers = append(peers, ipPeer(fmt.Sprintf("10.%d.%d.0/24", 100+i/250, i%250)))
+	}
+	objs.NetworkPolicies = append(objs.NetworkPolicies, *netpol("big", "np", nil, ingressRule(ps, peers...)))
+	chunks, _ := CompileAll(objs, Options{})
+	const etcdRequestLimit = 1536 * 1024
+	for _, c := range chunks {
+		encoded, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(encoded) > etcdRequestLimit {
+			t.Errorf("%s: %d bytes", c.Name, len(encoded))
+		}
+	}
+	spec, _, ok := v1alpha1.CompleteRevision(chunks)
+	if !ok || len(spec.Ingress) != 999 {
+		t.Fatalf("%d chunks: complete=%v, %d ingress entries, want 999", len(chunks), ok, len(spec.Ingress))
+	}
+	t.Logf("%d chunks", len(chunks))
 }

@@ -155,6 +155,7 @@ func (x *Index) Compile(key types.NamespacedName, opts Options) Result {
 		revision.u64(ingress.digest)
 		revision.u64(egressDigest)
 		revision.str(k.node)
+		revision.u64(uint64(maxEntries)) // where the chunks split: a revision names one layout
 		for _, e := range endpoints {
 			revision.str(e.Name)
 			revision.str(string(e.PodIP))
@@ -933,29 +934,55 @@ func setName(policy, node, group string) string {
 	return policy + "-" + hex.EncodeToString(sum[:5])
 }
 
-// chunk splits a logical spec into objects of at most maxEntries entries,
-// all carrying the same set and revision.
+// maxObjectBytes bounds the JSON size of one chunk's entries, below
+// etcd's default request limit (1.5 MiB) with room for the rest.
+const maxObjectBytes = 1 << 20
+
+// chunk splits a logical spec into objects of at most maxEntries entries
+// and maxObjectBytes of them, all carrying the same set and revision.
 func chunk(np *networkingv1.NetworkPolicy, spec v1alpha1.PolicyEndpointSpec, set, revision string, maxEntries int) []v1alpha1.PolicyEndpoint {
-	entries := len(spec.PodSelectorEndpoints) + len(spec.Ingress) + len(spec.Egress)
-	total := max(1, (entries+maxEntries-1)/maxEntries)
 	pods, ingress, egress := spec.PodSelectorEndpoints, spec.Ingress, spec.Egress
-	take := func(list *[]v1alpha1.EndpointInfo, room *int) []v1alpha1.EndpointInfo {
-		n := min(*room, len(*list))
-		part := (*list)[:n:n]
-		*list = (*list)[n:]
-		*room -= n
-		return part
+	// Entry k of pods, then ingress, then egress; starts[i] is chunk i's first.
+	entryBytes := func(k int) int {
+		switch {
+		case k < len(pods):
+			p := pods[k]
+			return 64 + len(p.Name) + len(p.Namespace) + len(p.PodIP) + len(p.HostIP)
+		case k < len(pods)+len(ingress):
+			return infoBytes(ingress[k-len(pods)])
+		default:
+			return infoBytes(egress[k-len(pods)-len(ingress)])
+		}
+	}
+	entries := len(pods) + len(ingress) + len(egress)
+	starts := []int{0}
+	for k, count, size := 0, 0, 0; k < entries; k++ {
+		n := entryBytes(k)
+		if count > 0 && (count == maxEntries || size+n > maxObjectBytes) {
+			starts = append(starts, k)
+			count, size = 0, 0
+		}
+		count++
+		size += n
+	}
+	total := len(starts)
+	within := func(lo, hi, from, length int) (int, int) {
+		return min(max(lo-from, 0), length), min(max(hi-from, 0), length)
 	}
 	objects := make([]v1alpha1.PolicyEndpoint, 0, total)
-	for i := range total {
+	for i, lo := range starts {
+		hi := entries
+		if i+1 < total {
+			hi = starts[i+1]
+		}
 		part := spec
 		part.PodSelector = spec.PodSelector.DeepCopy()
-		room := maxEntries
-		n := min(room, len(pods))
-		part.PodSelectorEndpoints, pods = pods[:n:n], pods[n:]
-		room -= n
-		part.Ingress = take(&ingress, &room)
-		part.Egress = take(&egress, &room)
+		a, b := within(lo, hi, 0, len(pods))
+		part.PodSelectorEndpoints = pods[a:b:b]
+		a, b = within(lo, hi, len(pods), len(ingress))
+		part.Ingress = ingress[a:b:b]
+		a, b = within(lo, hi, len(pods)+len(ingress), len(egress))
+		part.Egress = egress[a:b:b]
 		part.Chunk = &v1alpha1.Chunk{Set: set, Index: int32(i), Total: int32(total), Revision: revision}
 		name := set
 		if i > 0 {
@@ -966,7 +993,7 @@ func chunk(np *networkingv1.NetworkPolicy, spec v1alpha1.PolicyEndpointSpec, set
 			ObjectMeta: metav1.ObjectMeta{
 				Name:      name,
 				Namespace: np.Namespace,
-				Labels:    map[string]string{v1alpha1.NodeLabel: spec.NodeName, v1alpha1.PolicyNameLabel: labelValue(np.Name)},
+				Labels:    map[string]string{v1alpha1.NodeLabel: v1alpha1.LabelValue(spec.NodeName), v1alpha1.PolicyNameLabel: v1alpha1.LabelValue(np.Name)},
 				OwnerReferences: []metav1.OwnerReference{{
 					APIVersion: networkingv1.SchemeGroupVersion.String(),
 					Kind:       "NetworkPolicy",
@@ -979,6 +1006,15 @@ func chunk(np *networkingv1.NetworkPolicy, spec v1alpha1.PolicyEndpointSpec, set
 		})
 	}
 	return objects
+}
+
+// infoBytes is a generous estimate of an entry's JSON size.
+func infoBytes(e v1alpha1.EndpointInfo) int {
+	n := 32 + len(e.CIDR) + 48*len(e.Ports)
+	for _, x := range e.Except {
+		n += 4 + len(x)
+	}
+	return n
 }
 
 // nilEmpty makes empty lists nil so that objects read back from the
@@ -996,18 +1032,7 @@ func nilEmpty(s v1alpha1.PolicyEndpointSpec) v1alpha1.PolicyEndpointSpec {
 	return s
 }
 
-// labelValue fits a policy name into a label value (63 characters); longer
-// names get a hash suffix, so selecting by label stays exact in practice
-// and spec.policyRef stays authoritative.
-func labelValue(name string) string {
-	if len(name) <= 63 {
-		return name
-	}
-	sum := sha256.Sum256([]byte(name))
-	return strings.TrimRight(name[:52], "-.") + "-" + hex.EncodeToString(sum[:5])
-}
-
 // PolicyLabelValue is the palisade.io/policy label value for a policy name.
-func PolicyLabelValue(name string) string { return labelValue(name) }
+func PolicyLabelValue(name string) string { return v1alpha1.LabelValue(name) }
 
 func ptrTo[T any](v T) *T { return &v }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"github.com/palisade-net/palisade/api/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -300,4 +302,42 @@ func TestBlocksWithManyClusterIPsAreSplit(t *testing.T) {
 		checked++
 	}
 	t.Logf("%d entries for a block without 300 cluster IPs; %d addresses checked", len(entries), checked)
+}
+
+// A revision names one way of splitting the spec: the same content split
+// at another size gets another revision, so that chunks of two layouts
+// never make a complete set.
+func TestRevisionNamesTheChunkLayout(t *testing.T) {
+	objs := bigNamespace(30)
+	objs.NetworkPolicies = append(objs.NetworkPolicies, *netpol("big", "np", nil,
+		ingressRule(ports(port(TCP, 80)), podPeer(sel(), nil)), egressRule(nil, podPeer(sel(), nil))))
+	a, _ := CompileAll(objs, Options{MaxEntriesPerObject: 50})
+	b, _ := CompileAll(objs, Options{MaxEntriesPerObject: 60})
+	if len(a) != 2 || len(b) != 2 {
+		t.Fatalf("%d and %d chunks, want 2 each", len(a), len(b))
+	}
+	if a[0].Spec.Chunk.Revision == b[0].Spec.Chunk.Revision {
+		t.Errorf("both layouts have revision %s", a[0].Spec.Chunk.Revision)
+	}
+	for _, mixed := range [][]v1alpha1.PolicyEndpoint{{b[0], a[1]}, {a[0], b[1]}} {
+		if _, _, complete := v1alpha1.CompleteRevision(mixed); complete {
+			t.Errorf("chunks of two layouts make a complete set")
+		}
+	}
+}
+
+// A node name longer than a label value is hashed into the node label.
+func TestLongNodeNamesFitTheNodeLabel(t *testing.T) {
+	node := "ip-10-0-1-23." + strings.Repeat("x", 40) + ".compute.internal"
+	objs := bigNamespace(1)
+	objs.Pods[0].Spec.NodeName = node
+	objs.NetworkPolicies = append(objs.NetworkPolicies, *netpol("big", "np", nil))
+	out, _ := CompileAll(objs, Options{})
+	if len(out) != 1 {
+		t.Fatalf("%d objects", len(out))
+	}
+	label := out[0].Labels[v1alpha1.NodeLabel]
+	if errs := validation.IsValidLabelValue(label); len(errs) != 0 || label != v1alpha1.LabelValue(node) || out[0].Spec.NodeName != node {
+		t.Errorf("node label %q (%v), spec.nodeName %q", label, errs, out[0].Spec.NodeName)
+	}
 }
