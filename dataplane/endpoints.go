@@ -33,9 +33,10 @@ const (
 
 var closedEndpoint = palisadeEndpoint{Id: closedEndpointID, Isolated: [2]uint8{1, 1}}
 
-// recordOf returns the endpoint a reference read from endpoint_refs leads
-// to, checking that it is one this package wrote.
-func recordOf(records *ebpf.Map, ref uint32) (*endpointRecord, error) {
+// recordOf returns the endpoint that ifindex's reference, read from
+// endpoint_refs, leads to, checking that it is one this package wrote for
+// that ifindex. Releases before records named their ifindex left it 0.
+func recordOf(records *ebpf.Map, ifindex, ref uint32) (*endpointRecord, error) {
 	if ref == refClosed {
 		return &endpointRecord{value: closedEndpoint}, nil
 	}
@@ -43,8 +44,9 @@ func recordOf(records *ebpf.Map, ref uint32) (*endpointRecord, error) {
 	if err := records.Lookup(ref-1, &ep); err != nil {
 		return nil, fmt.Errorf("endpoint record %d: %w", ref-1, err)
 	}
-	if ep.Id != (ref-1)/2 || ep.Revision == 0 {
-		return nil, fmt.Errorf("endpoint record %d holds slot %d revision %d: %w", ref-1, ep.Id, ep.Revision, ebpf.ErrMapIncompatible)
+	if ep.Id != (ref-1)/2 || ep.Revision == 0 || (ep.Ifindex != ifindex && ep.Ifindex != 0) {
+		return nil, fmt.Errorf("endpoint record %d holds slot %d revision %d of ifindex %d: %w", ref-1, ep.Id, ep.Revision, ep.Ifindex,
+			ebpf.ErrMapIncompatible)
 	}
 	return &endpointRecord{value: ep, record: ref - 1}, nil
 }
@@ -281,6 +283,7 @@ func (d *Dataplane) publish(ifindex int, old *endpointRecord, value palisadeEndp
 			return nil, err
 		}
 	}
+	value.Ifindex = uint32(ifindex)
 	if err := d.objs.EndpointRecords.Update(index, &value, ebpf.UpdateAny); err != nil {
 		return nil, fmt.Errorf("endpoint records map: %w", err)
 	}
@@ -316,7 +319,8 @@ func (d *Dataplane) setEndpointRef(ifindex int, ref uint32) error {
 // no promise that a concurrent reader sees it whole, so a slot whose two
 // references differ beyond their lowest byte (s%128 == 127: 255 and 256) is
 // never handed out: a program that reads a reference being switched then
-// sees either the old or the new one, never a mix such as 0 (no policy).
+// sees either the old or the new one, never a mix, which would lead to a
+// record not written for the veth and close it for that packet.
 func switchesInOneByte(slot uint32) bool { return slot%128 != 127 }
 
 // endpointSlots is the number of slots that holds maxEndpoints usable ones.
@@ -994,9 +998,17 @@ func (d *Dataplane) rebuild() error {
 		return err
 	}
 	for ifindex, ref := range refs {
-		rec, err := recordOf(d.objs.EndpointRecords, ref)
+		rec, err := recordOf(d.objs.EndpointRecords, ifindex, ref)
 		if err != nil {
 			return fmt.Errorf("ifindex %d: %w", ifindex, err)
+		}
+		if !rec.shared() && rec.value.Ifindex == 0 {
+			// Written by an older release, whose programs ignore the
+			// field: the rewrite changes no byte they read.
+			rec.value.Ifindex = ifindex
+			if err := d.objs.EndpointRecords.Update(rec.record, &rec.value, ebpf.UpdateExist); err != nil {
+				return fmt.Errorf("ifindex %d: name it in its endpoint record: %w", ifindex, err)
+			}
 		}
 		if !rec.shared() {
 			if d.slotsUsed[rec.value.Id] {

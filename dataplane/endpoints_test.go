@@ -323,3 +323,71 @@ func TestStaleTablePinIsReplaced(t *testing.T) {
 		t.Fatalf("adding tables over a stale pin: %v", err)
 	}
 }
+
+// TestReferenceToAnotherRecordCloses: a veth whose reference leads to a
+// record not written for it (as one read while being written may: the
+// kernel promises no whole read of an array value) is closed, whatever that
+// record allows.
+func TestReferenceToAnotherRecordCloses(t *testing.T) {
+	d := newDataplane(t, Config{MaxEndpoints: 8})
+	a, b := dummyLink(t), dummyLink(t)
+	if _, err := d.SetPolicy(b, &policy.Endpoint{}); err != nil {
+		t.Fatal(err)
+	}
+	syn := tcp(peerIP, podIP, 40000, 80, packet.SYN)
+	if !runFrame(t, d, policy.Ingress, b, syn) || !runFrame(t, d, policy.Ingress, a, syn) {
+		t.Fatal("an open endpoint and an unmanaged veth must pass")
+	}
+	refs := []struct {
+		name string
+		ref  uint32
+	}{
+		{"another veth's record", d.endpoints[b].record + 1},
+		{"the record of an unused slot", 2*5 + 1},
+		{"past the records", 0xffff},
+	}
+	for _, r := range refs {
+		if err := d.setEndpointRef(a, r.ref); err != nil {
+			t.Fatal(err)
+		}
+		if runFrame(t, d, policy.Ingress, a, syn) || runFrame(t, d, policy.Egress, a, tcp(podIP, peerIP, 40000, 80, packet.SYN)) {
+			t.Errorf("a reference to %s passes traffic", r.name)
+		}
+	}
+	if err := d.setEndpointRef(a, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !runFrame(t, d, policy.Ingress, b, syn) {
+		t.Error("the other veth's own reference no longer passes")
+	}
+}
+
+// TestRecordsOfAnOlderReleaseAreNamed: records written before they named
+// their veth are named at Open, before programs that check the name run.
+func TestRecordsOfAnOlderReleaseAreNamed(t *testing.T) {
+	d := newDataplane(t, Config{})
+	a := dummyLink(t)
+	allow := &policy.Endpoint{Ingress: policy.Direction{Isolated: true, Rules: []policy.Rule{
+		{ID: 1, CIDR: netip.PrefixFrom(peerIP, 32)},
+	}}}
+	if _, err := d.SetPolicy(a, allow); err != nil {
+		t.Fatal(err)
+	}
+	rec := d.endpoints[a]
+	legacy := rec.value
+	legacy.Ifindex = 0
+	if err := d.objs.EndpointRecords.Update(rec.record, &legacy, ebpf.UpdateExist); err != nil {
+		t.Fatal(err)
+	}
+	syn := tcp(peerIP, podIP, 40000, 80, packet.SYN)
+	if runFrame(t, d, policy.Ingress, a, syn) {
+		t.Fatal("a record that does not name its veth judged the veth's packet")
+	}
+	d = reopen(t, d)
+	if !runFrame(t, d, policy.Ingress, a, syn) {
+		t.Fatal("after Open, the older release's record does not apply")
+	}
+	if runFrame(t, d, policy.Ingress, a, tcp(podIP, peerIP, 40000, 80, packet.SYN)) {
+		t.Fatal("after Open, the record's policy does not apply")
+	}
+}

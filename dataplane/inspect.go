@@ -66,7 +66,7 @@ func Inspect(pinPath string) (*Inspection, error) {
 		if ref == 0 {
 			continue
 		}
-		rec, err := recordOf(maps.EndpointRecords, ref)
+		rec, err := recordOf(maps.EndpointRecords, ifindex, ref)
 		if err != nil {
 			maps.Close()
 			return nil, fmt.Errorf("inspect %s: ifindex %d: %w", pinPath, ifindex, err)

@@ -80,7 +80,8 @@ type palisadeEndpoint struct {
 	Revision    uint32
 	Policy      [2]uint32
 	Isolated    [2]uint8
-	Pad         [6]uint8
+	Pad         [2]uint8
+	Ifindex     uint32
 	ContentHash uint64
 }
 

@@ -34,7 +34,8 @@ struct endpoint {
 	__u32 revision;		/* node-wide increasing; conntrack entries carry it */
 	__u32 policy[2];	/* per direction: id of the CIDR table in cidr_tables */
 	__u8 isolated[2];	/* per direction */
-	__u8 pad[6];
+	__u8 pad[2];
+	__u32 ifindex;		/* of the veth whose reference leads here */
 	__u64 content_hash;	/* of the programmed policy.Endpoint, for no-op updates */
 };
 
@@ -133,11 +134,18 @@ static __always_inline struct endpoint *endpoint_of(__u32 ifindex)
 	__u32 *ref = bpf_map_lookup_elem(&endpoint_refs, &ifindex);
 	if (!ref)
 		ref = bpf_map_lookup_elem(&endpoint_refs_hash, &ifindex);
-	if (!ref || !*ref)
+	if (!ref)
 		return 0;
-	__u32 index = *ref - 1;
+	__u32 r = *ref;
+	if (!r)
+		return 0;
+	__u32 index = r - 1;
 	struct endpoint *ep = bpf_map_lookup_elem(&endpoint_records, &index);
-	if (!ep && *ref == REF_CLOSED) /* past the records: off the hot path */
+	/* REF_CLOSED leads past the records. A reference read while user
+	 * space writes it (the kernel promises no whole read of an array
+	 * value) may lead past them too, or to another veth's record, which
+	 * must not judge this veth's packets. */
+	if (!ep || ep->ifindex != ifindex)
 		return &closed_endpoint;
 	return ep;
 }
