@@ -544,3 +544,60 @@ func TestReopenAdoptsPinnedState(t *testing.T) {
 		t.Error("policy not enforced after restart")
 	}
 }
+
+// TestGarbageCollectKeepsFlowsOfASlotReusedDuringItsWalk: a flow of an
+// endpoint gone when the walk began is not deleted once its slot went to an
+// endpoint that made the same flow meanwhile (the same pod, added again).
+func TestGarbageCollectKeepsFlowsOfASlotReusedDuringItsWalk(t *testing.T) {
+	d := newDataplane(t, Config{MaxEndpoints: 1})
+	ifindex := dummyLink(t)
+	pol := &policy.Endpoint{
+		Ingress: policy.Direction{Isolated: true},
+		Egress:  policy.Direction{Isolated: true, Rules: []policy.Rule{{ID: 1, CIDR: netip.PrefixFrom(peerIP, 32)}}},
+	}
+	syn := tcp(podIP, peerIP, 33000, 80, packet.SYN)
+	reply := tcp(peerIP, podIP, 80, 33000, packet.SYN|packet.ACK)
+	defer func() { testHookAfterGCWalk = nil }()
+	for attempt := 0; ; attempt++ {
+		if _, err := d.SetPolicy(ifindex, pol); err != nil {
+			t.Fatal(err)
+		}
+		if !runFrame(t, d, policy.Egress, ifindex, syn) {
+			t.Fatal("allowed SYN denied")
+		}
+		// Retired: its flows stay until the slot is freed.
+		if err := d.RemovePolicy(ifindex); err != nil {
+			t.Fatal(err)
+		}
+		found := 0
+		testHookAfterGCWalk = func(gone int) {
+			found = gone
+			flushNow(t, d) // the slot is free, its flows forgotten
+			if _, err := d.SetPolicy(ifindex, pol); err != nil {
+				t.Error(err)
+			}
+			if !runFrame(t, d, policy.Egress, ifindex, syn) {
+				t.Error("allowed SYN denied once the slot came back")
+			}
+		}
+		n, err := d.GarbageCollect(time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if found == 0 {
+			// The background freeing came first: the walk found nothing.
+			if attempt == 20 {
+				t.Fatal("the walk never found the flow of the removed endpoint")
+			}
+			if err := d.RemovePolicy(ifindex); err != nil {
+				t.Fatal(err)
+			}
+			flushNow(t, d)
+			continue
+		}
+		if !runFrame(t, d, policy.Ingress, ifindex, reply) {
+			t.Errorf("GC deleted %d entries, among them the flow made after its walk", n)
+		}
+		return
+	}
+}

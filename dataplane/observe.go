@@ -152,6 +152,11 @@ func (d *Dataplane) SuppressedEvents() (uint64, error) {
 	return n, nil
 }
 
+// testHookAfterGCWalk, when set by a test, runs between GarbageCollect's
+// walk of the maps and its deletions, given the number of entries the walk
+// found of endpoints gone.
+var testHookAfterGCWalk func(gone int)
+
 // GarbageCollect deletes the conntrack and fragment entries idle longer
 // than their timeout at time now (a time before the present counts as the
 // present), and those of endpoints no longer programmed.
@@ -190,6 +195,9 @@ func (d *Dataplane) GarbageCollect(now time.Time) (int, error) {
 	gone4, keys4 := partition(keys4, func(k palisadeCtKey4) bool { return gone(k.endpoint()) })
 	gone6, keys6 := partition(keys6, func(k palisadeCtKey) bool { return gone(k.Endpoint) })
 	goneFrag, fragKeys := partition(fragKeys, func(k palisadeFragKey) bool { return gone(k.Endpoint) })
+	if testHookAfterGCWalk != nil {
+		testHookAfterGCWalk(len(gone4) + len(gone6) + len(goneFrag))
+	}
 	d.mu.Lock()
 	live := d.liveEndpointIDsLocked()
 	gone4 = slices.DeleteFunc(gone4, func(k palisadeCtKey4) bool { return live[k.endpoint()] })
