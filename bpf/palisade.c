@@ -10,6 +10,7 @@
 #include "lib/counters.h"
 #include "lib/events.h"
 #include "lib/flowcache.h"
+#include "lib/rulecache.h"
 
 /* TCX_NEXT / TC_ACT_UNSPEC: let later programs and the stack decide. */
 #define VERDICT_PASS -1
@@ -149,8 +150,8 @@ __noinline int enforce_fully(struct __sk_buff *skb, const struct endpoint *ep, i
 	__u32 rule = 0;
 	int allowed = 1;
 	if (isolated)
-		allowed = rules_allow(ep, dir, p.family, dir == DIR_INGRESS ? p.src : p.dst, p.proto, p.has_port,
-				      p.dport, &rule);
+		allowed = rules_allow_cached(ep, dir, p.family, dir == DIR_INGRESS ? p.src : p.dst, p.proto, p.has_port,
+					     p.dport, &rule);
 	if (!allowed) {
 		/* A flow tracked under another origin may follow a denied SYN:
 		 * the deny is not its verdict to hold. */

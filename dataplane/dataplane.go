@@ -72,9 +72,10 @@ type Config struct {
 	EventRate        int // events per second per CPU; default 1000
 	EventBurst       int // default 2 * EventRate
 	// FlowCacheSlots: verdicts per CPU the programs keep in front of
-	// conntrack and the rules; a power of two, default 256 (18 KiB a CPU:
-	// small enough that probing it for a new flow stays in cache, while
-	// the busiest flows of a CPU keep their slots).
+	// conntrack and the rules, and as many decisions of the rules per peer
+	// and port; a power of two, default 256 (18 KiB and 10 KiB a CPU:
+	// small enough that probing them for a new flow stays in cache, while
+	// the busiest flows and peers of a CPU keep their slots).
 	FlowCacheSlots int
 	Timeouts       Timeouts
 	// ForceTCLegacy attaches with clsact + cls_bpf even where TCX exists
@@ -87,7 +88,8 @@ type Timeouts struct {
 	TCPSyn, TCPEstablished, TCPClosing, TCPReset, UDP, Other, Fragment time.Duration
 }
 
-// maxFlowCacheSlots bounds the per-CPU flow cache (72 bytes a slot).
+// maxFlowCacheSlots bounds the per-CPU flow and rule caches (72 and 40
+// bytes a slot).
 const maxFlowCacheSlots = 1 << 20
 
 // maxEndpointSlots: IPv4 conntrack keys hold the endpoint slot in 24 bits.
@@ -253,6 +255,7 @@ func Open(cfg Config) (*Dataplane, error) {
 		"fragments":          cfg.FragmentSize,
 		"events":             cfg.EventRingBytes,
 		"flow_cache":         cfg.FlowCacheSlots,
+		"rule_cache":         cfg.FlowCacheSlots,
 	}
 	for name, size := range sizes {
 		spec.Maps[name].MaxEntries = uint32(size)

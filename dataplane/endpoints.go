@@ -991,6 +991,23 @@ func (d *Dataplane) endpointRefs() (map[uint32]uint32, error) {
 	return out, nil
 }
 
+// readHighestRevision makes d.revision the highest any record holds. A
+// record is written over only with a higher revision, so no revision ever
+// used is given again, even one of an endpoint since removed: caches of
+// programs still attached key decisions by revision alone.
+func (d *Dataplane) readHighestRevision() error {
+	var index uint32
+	var ep palisadeEndpoint
+	it := d.objs.EndpointRecords.Iterate()
+	for it.Next(&index, &ep) {
+		d.revision = max(d.revision, ep.Revision)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("endpoint records: %w", err)
+	}
+	return nil
+}
+
 // rebuild reads the bookkeeping back from the (possibly pinned) maps.
 func (d *Dataplane) rebuild() error {
 	refs, err := d.endpointRefs()
@@ -1017,7 +1034,9 @@ func (d *Dataplane) rebuild() error {
 			d.slotsUsed[rec.value.Id] = true
 		}
 		d.endpoints[int(ifindex)] = rec
-		d.revision = max(d.revision, rec.value.Revision)
+	}
+	if err := d.readHighestRevision(); err != nil {
+		return err
 	}
 	values := map[uint32][]palisadeCidrValue{}
 	err = walkCIDRTables(d.cfg.PinPath, d.objs.CidrTables, false, func(id uint32, ck palisadeCidrKey, cv palisadeCidrValue) error {

@@ -391,3 +391,30 @@ func TestRecordsOfAnOlderReleaseAreNamed(t *testing.T) {
 		t.Fatal("after Open, the record's policy does not apply")
 	}
 }
+
+// TestRevisionsAreNotGivenAgain: after a restart, the next revision is above
+// every one given before, also those of endpoints removed since, whose
+// decisions programs still attached may hold.
+func TestRevisionsAreNotGivenAgain(t *testing.T) {
+	d := newDataplane(t, Config{})
+	a, b := dummyLink(t), dummyLink(t)
+	if _, err := d.SetPolicy(a, &policy.Endpoint{}); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := d.SetPolicy(b, &policy.Endpoint{Ingress: policy.Direction{Isolated: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RemovePolicy(b); err != nil {
+		t.Fatal(err)
+	}
+	flushNow(t, d)
+	d = reopen(t, d)
+	next, err := d.SetPolicy(b, &policy.Endpoint{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next <= removed {
+		t.Errorf("revision %d given after a restart; %d was given before it", next, removed)
+	}
+}

@@ -84,9 +84,10 @@ func flowSequence(r *rand.Rand, steps int) []cacheStep {
 }
 
 // TestFlowCacheChangesNoVerdict replays sequences of frames that keep
-// returning to the same flows, once with the flow cache off and once on,
-// from the same empty state, and wants the same verdict for every frame.
-// Two slots make every flow evict others and compare keys with them.
+// returning to the same flows, once with the flow and rule caches off and
+// once on, from the same empty state, and wants the same verdict for every
+// frame. Two slots make every flow and peer evict others and compare keys
+// with them.
 // The fenced run loads the programs as for arm64 (see loadsReorder).
 func TestFlowCacheChangesNoVerdict(t *testing.T) {
 	for _, slots := range []int{2, 64} {
@@ -127,12 +128,13 @@ func testFlowCacheChangesNoVerdict(t *testing.T, slots int, fenced bool) {
 		}
 		return verdicts
 	}
-	var frames, allowSlots, denySlots int
+	var frames, allowSlots, denySlots, decisions int
 	for range sequences {
 		seq := flowSequence(r, steps)
 		full, cached := replay(seq, false), replay(seq, true)
 		allow, deny := flowCacheSlots(t, d)
 		allowSlots, denySlots = allowSlots+allow, denySlots+deny
+		decisions += ruleCacheSlots(t, d)
 		frames += len(full)
 		if len(full) != len(cached) {
 			t.Fatalf("%d verdicts without the cache, %d with it", len(full), len(cached))
@@ -143,10 +145,29 @@ func testFlowCacheChangesNoVerdict(t *testing.T, slots int, fenced bool) {
 			}
 		}
 	}
-	t.Logf("%d frames judged alike with and without the cache; %d allow and %d deny slots filled", frames, allowSlots, denySlots)
-	if allowSlots == 0 || denySlots == 0 {
-		t.Fatalf("the cache held %d allows and %d denies: the sequences did not exercise it", allowSlots, denySlots)
+	t.Logf("%d frames judged alike with and without the caches; %d allow and %d deny slots filled, %d decisions of the rules",
+		frames, allowSlots, denySlots, decisions)
+	if allowSlots == 0 || denySlots == 0 || decisions == 0 {
+		t.Fatalf("the caches held %d allows, %d denies and %d decisions: the sequences did not exercise them", allowSlots, denySlots, decisions)
 	}
+}
+
+// ruleCacheSlots counts the filled slots of every CPU's rule cache.
+func ruleCacheSlots(t *testing.T, d *Dataplane) int {
+	t.Helper()
+	var perCPU []palisadeRuleSlot
+	n := 0
+	for i := range d.objs.RuleCache.MaxEntries() {
+		if err := d.objs.RuleCache.Lookup(i, &perCPU); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range perCPU {
+			if s.Filled != 0 {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // flowCacheSlots counts the filled slots of every CPU's flow cache.

@@ -139,6 +139,15 @@ type palisadePortKey struct {
 	Port      [2]uint8
 }
 
+type palisadeRuleSlot struct {
+	_       structs.HostLayout
+	Key     [3]uint64
+	Rule    uint32
+	Filled  uint8
+	Allowed uint8
+	Pad     [2]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -157,6 +166,7 @@ const (
 	palisadeMapFragments              = "fragments"
 	palisadeMapPortDense              = "port_dense"
 	palisadeMapPortRules              = "port_rules"
+	palisadeMapRuleCache              = "rule_cache"
 	palisadeProgTcPodEgress           = "tc_pod_egress"
 	palisadeProgTcPodIngress          = "tc_pod_ingress"
 	palisadeVarCidrTableKeyType       = "cidr_table_key_type"
@@ -237,6 +247,7 @@ type palisadeMapSpecs struct {
 	Fragments        *ebpf.MapSpec `ebpf:"fragments"`
 	PortDense        *ebpf.MapSpec `ebpf:"port_dense"`
 	PortRules        *ebpf.MapSpec `ebpf:"port_rules"`
+	RuleCache        *ebpf.MapSpec `ebpf:"rule_cache"`
 }
 
 // palisadeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -291,6 +302,7 @@ type palisadeMaps struct {
 	Fragments        *ebpf.Map `ebpf:"fragments"`
 	PortDense        *ebpf.Map `ebpf:"port_dense"`
 	PortRules        *ebpf.Map `ebpf:"port_rules"`
+	RuleCache        *ebpf.Map `ebpf:"rule_cache"`
 }
 
 func (m *palisadeMaps) Close() error {
@@ -309,6 +321,7 @@ func (m *palisadeMaps) Close() error {
 		m.Fragments,
 		m.PortDense,
 		m.PortRules,
+		m.RuleCache,
 	)
 }
 

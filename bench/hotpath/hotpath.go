@@ -39,6 +39,9 @@ type Case = dphotpath.Case
 var Packets = []Packet{
 	{Name: "established", Case: dphotpath.Established, Reference: dphotpath.Empty, Target: 1.6},
 	{Name: "first-packet", Case: dphotpath.FirstPacket, Reference: dphotpath.EmptySingle, Target: 6, Single: true},
+	// A new flow of a peer not seen before: the rules' decision for it is
+	// not cached, so the CIDR trie and port sets are looked up.
+	{Name: "first-packet-new-peer", Case: dphotpath.FirstPacketNewPeer, Reference: dphotpath.EmptySingle, Single: true},
 	{Name: "denied", Case: dphotpath.Denied, Reference: dphotpath.Empty, Target: 2.5},
 	// The same packets with the flow cache off: what a flow the cache
 	// does not hold (evicted, or judged again each second) costs.
@@ -48,9 +51,10 @@ var Packets = []Packet{
 	// flow into an LRU hash like the conntrack's, measured like first
 	// packets. What the 6x first-packet target leaves to everything else.
 	{Name: "lru-insert", Case: dphotpath.LRUInsert, Reference: dphotpath.EmptySingle, Single: true, NoGrowth: true},
-	// The floor of any first packet on these kernel structures: the lookup
-	// of the peer in the measured endpoint's CIDR table, then the LRU
-	// insert, nothing else (no parsing, endpoint, ports, counters, events).
+	// The floor of a first packet of a new peer on these kernel structures:
+	// the lookup of the peer in the measured endpoint's CIDR table, then
+	// the LRU insert, nothing else (no parsing, endpoint, ports, counters,
+	// events).
 	{Name: "floor", Case: dphotpath.Floor, Reference: dphotpath.EmptySingle, Single: true},
 }
 

@@ -50,7 +50,9 @@ const (
 	// EmptySingle: the empty program, one run per distinct packet.
 	EmptySingle
 	// FirstPacket: the first packet of an allowed flow (one run per
-	// distinct flow, compare with EmptySingle).
+	// distinct flow, compare with EmptySingle), from a peer whose earlier
+	// flows to the same port the rules judged recently (a new source port
+	// each time).
 	FirstPacket
 	// EstablishedFullPath and DeniedFullPath: Established and Denied with
 	// the flow cache off, as for flows the cache does not hold.
@@ -61,30 +63,35 @@ const (
 	// distinct flow (compare with EmptySingle): the part of a first packet
 	// that is the kernel's map update.
 	LRUInsert
-	// Floor: LRUInsert after the lookup of the flow's peer in the measured
+	// Floor: LRUInsert after the lookup of a new peer in the measured
 	// endpoint's CIDR table: the two kernel map operations no first packet
-	// can skip, and nothing else.
+	// of a new peer can skip, and nothing else.
 	Floor
+	// FirstPacketNewPeer: FirstPacket from a peer not seen before, whose
+	// decision is not cached.
+	FirstPacketNewPeer
 )
 
 func (c Case) String() string {
 	return [...]string{"empty", "established", "denied", "empty-single", "first-packet", "established-full-path",
-		"denied-full-path", "lru-insert", "floor"}[c]
+		"denied-full-path", "lru-insert", "floor", "first-packet-new-peer"}[c]
 }
 
 // Bench is a loaded dataplane with a scenario programmed.
 type Bench struct {
-	dp          *dataplane.Dataplane
-	empty       *ebpf.Program
-	lruInsert   *dataplane.Floor
-	floor       *dataplane.Floor
-	ingress     *ebpf.Program
-	egress      *ebpf.Program
-	peerPrefix  netip.Prefix
-	pod         netip.Addr
-	nextFlow    uint32
-	established []byte
-	denied      []byte
+	dp         *dataplane.Dataplane
+	empty      *ebpf.Program
+	lruInsert  *dataplane.Floor
+	floor      *dataplane.Floor
+	ingress    *ebpf.Program
+	egress     *ebpf.Program
+	peerPrefix netip.Prefix
+	pod        netip.Addr
+	nextFlow   uint32
+	// nextPeerFlow counts newPeerFlow's flows.
+	nextPeerFlow uint32
+	established  []byte
+	denied       []byte
 }
 
 // The measured endpoint is the loopback device: BPF_PROG_TEST_RUN without
@@ -250,12 +257,16 @@ func (b *Bench) Run(c Case, packets int) (time.Duration, error) {
 			return b.repeat(b.ingress, b.established, packets, -1)
 		}
 		return b.repeat(b.ingress, b.denied, packets, 2)
-	case EmptySingle, FirstPacket, LRUInsert, Floor:
+	case EmptySingle, FirstPacket, LRUInsert, Floor, FirstPacketNewPeer:
 		prog := map[Case]*ebpf.Program{EmptySingle: b.empty, FirstPacket: b.ingress, LRUInsert: b.lruInsert.Program,
-			Floor: b.floor.Program}[c]
+			Floor: b.floor.Program, FirstPacketNewPeer: b.ingress}[c]
+		newFlow := b.newFlow
+		if c == Floor || c == FirstPacketNewPeer {
+			newFlow = b.newPeerFlow
+		}
 		var total time.Duration
 		for range packets {
-			frame, err := b.newFlow()
+			frame, err := newFlow()
 			if err != nil {
 				return 0, err
 			}
@@ -298,6 +309,23 @@ func (b *Bench) newFlow() ([]byte, error) {
 		return nil, errors.New("measured prefix has no unused flows left")
 	}
 	return packet.Build(packet.Spec{Src: peer, Dst: b.pod, Protocol: policy.TCP, SrcPort: port, DstPort: 80, TCPFlags: packet.SYN}), nil
+}
+
+// newPeerFlow is a flow of the next of 60,000 peers, a source port apart
+// from newFlow's.
+func (b *Bench) newPeerFlow() ([]byte, error) {
+	const peers = 60000
+	n := b.nextPeerFlow
+	b.nextPeerFlow++
+	peer := b.peerPrefix.Addr()
+	for range n%peers + 2 {
+		peer = peer.Next()
+	}
+	port := 61024 + n/peers
+	if port > 65535 || !b.peerPrefix.Contains(peer) {
+		return nil, errors.New("measured prefix has no unused peer flows left")
+	}
+	return packet.Build(packet.Spec{Src: peer, Dst: b.pod, Protocol: policy.TCP, SrcPort: uint16(port), DstPort: 80, TCPFlags: packet.SYN}), nil
 }
 
 // Close unloads everything Setup made.

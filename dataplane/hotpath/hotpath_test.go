@@ -28,7 +28,7 @@ func TestMeasuresEveryCase(t *testing.T) {
 		if used := occupancy["cidr_rules"].Used; used < s.Endpoints*s.CIDRs {
 			t.Errorf("%+v: %d CIDR entries for %d endpoints of %d CIDRs each", s, used, s.Endpoints, s.CIDRs)
 		}
-		for _, c := range []Case{Empty, Established, Denied, EmptySingle, FirstPacket, EstablishedFullPath, DeniedFullPath, LRUInsert, Floor} {
+		for _, c := range []Case{Empty, Established, Denied, EmptySingle, FirstPacket, EstablishedFullPath, DeniedFullPath, LRUInsert, Floor, FirstPacketNewPeer} {
 			d, err := b.Run(c, 1000)
 			if err != nil || d <= 0 || d > time.Millisecond {
 				t.Errorf("%+v %v: %v per packet, %v", s, c, d, err)
