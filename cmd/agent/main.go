@@ -36,7 +36,7 @@ func run() error {
 	probeAddr := flag.String("health-probe-bind-address", ":8091", "address of /healthz and /readyz")
 	flowLogs := flag.String("flow-logs", "", `flow log destination: empty (or "false") = off, "-" (or "true") = standard output, or a file path`)
 	flowLogRate := flag.Float64("flow-log-rate", 100, "flow log records per second at most")
-	flowCacheSlots := flag.Int("flow-cache-slots", 0, "per-CPU slots of the programs' verdict cache, a power of two (0: the dataplane's default, 256)")
+	flowCacheSlots := flag.Int("flow-cache-slots", 0, "per-CPU slots of the programs' verdict cache and decision cache, a power of two (0: the dataplane's default, 256)")
 	densePortSets := flag.Int("dense-port-sets", 0, "large port sets that also get a dense copy looked up in constant time, 768 KiB each (0: the dataplane's default, 8; -1: none)")
 	interfacePrefix := flag.String("interface-prefix", "", "only consider host interfaces whose name starts with this (several agents on one host); empty: every veth, eni* and vlan*")
 	zapOpts := zap.Options{}
