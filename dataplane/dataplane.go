@@ -73,7 +73,7 @@ type Config struct {
 	EventBurst       int // default 2 * EventRate
 	// FlowCacheSlots: verdicts per CPU the programs keep in front of
 	// conntrack and the rules, and as many decisions of the rules per peer
-	// and port; a power of two, default 256 (18 KiB and 10 KiB a CPU:
+	// and port; a power of two, default 256 (18 KiB and 8 KiB a CPU:
 	// small enough that probing them for a new flow stays in cache, while
 	// the busiest flows and peers of a CPU keep their slots).
 	FlowCacheSlots int
@@ -88,7 +88,7 @@ type Timeouts struct {
 	TCPSyn, TCPEstablished, TCPClosing, TCPReset, UDP, Other, Fragment time.Duration
 }
 
-// maxFlowCacheSlots bounds the per-CPU flow and rule caches (72 and 40
+// maxFlowCacheSlots bounds the per-CPU flow and rule caches (72 and 32
 // bytes a slot).
 const maxFlowCacheSlots = 1 << 20
 
@@ -314,11 +314,20 @@ func Open(cfg Config) (*Dataplane, error) {
 		return nil, err
 	}
 	// A process that stopped between retiring an endpoint slot and freeing
-	// it left the slot's flows; a later endpoint of the slot could get the
-	// same revision and inherit them unjudged.
+	// it left the slot's flows, and records that still name its veth.
 	if _, err := d.forgetEndpointState(func(id uint32) bool { return !d.slotsUsed[id] }); err != nil {
 		d.closeObjects()
 		return nil, fmt.Errorf("forget flows of unused endpoint slots: %w", err)
+	}
+	var unused []uint32
+	for slot := range uint32(endpointSlots(cfg.MaxEndpoints)) {
+		if !d.slotsUsed[slot] {
+			unused = append(unused, slot)
+		}
+	}
+	if err := d.unnameRecords(unused); err != nil {
+		d.closeObjects()
+		return nil, fmt.Errorf("unname records of unused endpoint slots: %w", err)
 	}
 	// Tables ready before the first pod needs one: adding them waits for
 	// a grace period.

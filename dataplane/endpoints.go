@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
 	"net/netip"
 	"os"
@@ -857,10 +858,35 @@ func (d *Dataplane) freeCovered() error {
 	if _, err := d.forgetEndpointState(func(id uint32) bool { return slots[id] }); err != nil {
 		return fmt.Errorf("forget flows of freed endpoint slots: %w", err)
 	}
+	if err := d.unnameRecords(slices.Collect(maps.Keys(slots))); err != nil {
+		return err
+	}
 	for slot := range slots {
 		delete(d.slotsUsed, slot)
 	}
 	d.retired.slots = later
+	return nil
+}
+
+// unnameRecords clears the ifindex the records of free slots name, so that
+// a reference read while being written never leads to a record of a policy
+// its veth no longer has. The revisions stay, for readHighestRevision.
+func (d *Dataplane) unnameRecords(slots []uint32) error {
+	for _, slot := range slots {
+		for _, index := range []uint32{2 * slot, 2*slot + 1} {
+			var ep palisadeEndpoint
+			if err := d.objs.EndpointRecords.Lookup(index, &ep); err != nil {
+				return fmt.Errorf("endpoint record %d: %w", index, err)
+			}
+			if ep.Ifindex == 0 {
+				continue
+			}
+			ep.Ifindex = 0
+			if err := d.objs.EndpointRecords.Update(index, &ep, ebpf.UpdateExist); err != nil {
+				return fmt.Errorf("endpoint record %d: %w", index, err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -960,6 +986,19 @@ func (d *Dataplane) Endpoints() ([]EndpointState, error) {
 	return out, nil
 }
 
+// endpointRef reads the record reference of ifindex, 0 for none.
+func (d *Dataplane) endpointRef(ifindex uint32) (uint32, error) {
+	var ref uint32
+	m := d.objs.EndpointRefs
+	if ifindex >= m.MaxEntries() {
+		m = d.objs.EndpointRefsHash
+	}
+	if err := m.Lookup(ifindex, &ref); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return 0, fmt.Errorf("endpoint reference of ifindex %d: %w", ifindex, err)
+	}
+	return ref, nil
+}
+
 // endpointRefs reads the record reference of every policed ifindex.
 func (d *Dataplane) endpointRefs() (map[uint32]uint32, error) {
 	out := map[uint32]uint32{}
@@ -1019,14 +1058,6 @@ func (d *Dataplane) rebuild() error {
 		if err != nil {
 			return fmt.Errorf("ifindex %d: %w", ifindex, err)
 		}
-		if !rec.shared() && rec.value.Ifindex == 0 {
-			// Written by an older release, whose programs ignore the
-			// field: the rewrite changes no byte they read.
-			rec.value.Ifindex = ifindex
-			if err := d.objs.EndpointRecords.Update(rec.record, &rec.value, ebpf.UpdateExist); err != nil {
-				return fmt.Errorf("ifindex %d: name it in its endpoint record: %w", ifindex, err)
-			}
-		}
 		if !rec.shared() {
 			if d.slotsUsed[rec.value.Id] {
 				return fmt.Errorf("ifindex %d: endpoint slot %d referenced twice: %w", ifindex, rec.value.Id, ebpf.ErrMapIncompatible)
@@ -1034,6 +1065,17 @@ func (d *Dataplane) rebuild() error {
 			d.slotsUsed[rec.value.Id] = true
 		}
 		d.endpoints[int(ifindex)] = rec
+	}
+	for ifindex, rec := range d.endpoints {
+		if rec.shared() || rec.value.Ifindex != 0 {
+			continue
+		}
+		// Written by an older release, whose programs ignore the field:
+		// the rewrite changes no byte they read.
+		rec.value.Ifindex = uint32(ifindex)
+		if err := d.objs.EndpointRecords.Update(rec.record, &rec.value, ebpf.UpdateExist); err != nil {
+			return fmt.Errorf("ifindex %d: name it in its endpoint record: %w", ifindex, err)
+		}
 	}
 	if err := d.readHighestRevision(); err != nil {
 		return err

@@ -418,3 +418,48 @@ func TestRevisionsAreNotGivenAgain(t *testing.T) {
 		t.Errorf("revision %d given after a restart; %d was given before it", next, removed)
 	}
 }
+
+// TestFreedRecordsNoLongerNameTheirVeth: once its slot is free, a record
+// no longer names its veth, so a reference read half written that leads
+// back to it closes the veth instead of applying a policy it no longer has;
+// Open unnames the records of slots a stopped process did not free.
+func TestFreedRecordsNoLongerNameTheirVeth(t *testing.T) {
+	d := newDataplane(t, Config{})
+	a := dummyLink(t)
+	if _, err := d.SetPolicy(a, &policy.Endpoint{}); err != nil {
+		t.Fatal(err)
+	}
+	record := d.endpoints[a].record
+	if err := d.RemovePolicy(a); err != nil {
+		t.Fatal(err)
+	}
+	flushNow(t, d)
+	syn := tcp(peerIP, podIP, 40000, 80, packet.SYN)
+	if err := d.setEndpointRef(a, record+1); err != nil {
+		t.Fatal(err)
+	}
+	if runFrame(t, d, policy.Ingress, a, syn) {
+		t.Error("a freed record applied its policy to its former veth")
+	}
+	var ep palisadeEndpoint
+	if err := d.objs.EndpointRecords.Lookup(record, &ep); err != nil {
+		t.Fatal(err)
+	}
+	ep.Ifindex = uint32(a)
+	if err := d.objs.EndpointRecords.Update(record, &ep, ebpf.UpdateExist); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.setEndpointRef(a, 0); err != nil {
+		t.Fatal(err)
+	}
+	d = reopen(t, d)
+	if err := d.setEndpointRef(a, record+1); err != nil {
+		t.Fatal(err)
+	}
+	if runFrame(t, d, policy.Ingress, a, syn) {
+		t.Error("after Open, the record of an unused slot still names its former veth")
+	}
+	if err := d.setEndpointRef(a, 0); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -67,11 +67,26 @@ func Inspect(pinPath string) (*Inspection, error) {
 			continue
 		}
 		rec, err := recordOf(maps.EndpointRecords, ifindex, ref)
+		// The agent may have moved the endpoint since its reference was
+		// read: what counts is its reference now.
+		for attempt := 0; err != nil && attempt < 3; attempt++ {
+			now, rerr := d.endpointRef(ifindex)
+			if rerr != nil || now == ref {
+				break
+			}
+			if ref = now; ref == 0 {
+				rec, err = nil, nil
+				break
+			}
+			rec, err = recordOf(maps.EndpointRecords, ifindex, ref)
+		}
 		if err != nil {
 			maps.Close()
 			return nil, fmt.Errorf("inspect %s: ifindex %d: %w", pinPath, ifindex, err)
 		}
-		d.endpoints[int(ifindex)] = rec
+		if rec != nil {
+			d.endpoints[int(ifindex)] = rec
+		}
 	}
 	return &Inspection{pinned: d}, nil
 }
