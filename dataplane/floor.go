@@ -10,7 +10,8 @@ import (
 
 // Floor is a program for benchmarks that does only what the first packet
 // of an allowed flow cannot avoid, with the kernel structures the programs
-// use: optionally the longest-prefix lookup of the frame's source in an
+// use: optionally the longest-prefix lookup (which a flow of a peer whose
+// decision the programs cache skips) of the frame's source in an
 // endpoint's ingress CIDR table (found in cidr_tables), then the insert of the flow into an LRU
 // hash of its own, of conntrack's size and key and entry sizes (IPv4: a
 // 16-byte key of addresses and ports; IPv6: 44 bytes, 8 zero bytes then
