@@ -314,20 +314,10 @@ func Open(cfg Config) (*Dataplane, error) {
 		return nil, err
 	}
 	// A process that stopped between retiring an endpoint slot and freeing
-	// it left the slot's flows, and records that still name its veth.
+	// it left the slot's flows.
 	if _, err := d.forgetEndpointState(func(id uint32) bool { return !d.slotsUsed[id] }); err != nil {
 		d.closeObjects()
 		return nil, fmt.Errorf("forget flows of unused endpoint slots: %w", err)
-	}
-	var unused []uint32
-	for slot := range uint32(endpointSlots(cfg.MaxEndpoints)) {
-		if !d.slotsUsed[slot] {
-			unused = append(unused, slot)
-		}
-	}
-	if err := d.unnameRecords(unused); err != nil {
-		d.closeObjects()
-		return nil, fmt.Errorf("unname records of unused endpoint slots: %w", err)
 	}
 	// Tables ready before the first pod needs one: adding them waits for
 	// a grace period.

@@ -870,7 +870,7 @@ func (d *Dataplane) freeCovered() error {
 
 // unnameRecords clears the ifindex the records of free slots name, so that
 // a reference read while being written never leads to a record of a policy
-// its veth no longer has. The revisions stay, for readHighestRevision.
+// its veth no longer has. The revisions stay, for readRecords.
 func (d *Dataplane) unnameRecords(slots []uint32) error {
 	for _, slot := range slots {
 		for _, index := range []uint32{2 * slot, 2*slot + 1} {
@@ -1030,21 +1030,34 @@ func (d *Dataplane) endpointRefs() (map[uint32]uint32, error) {
 	return out, nil
 }
 
-// readHighestRevision makes d.revision the highest any record holds. A
-// record is written over only with a higher revision, so no revision ever
-// used is given again, even one of an endpoint since removed: caches of
-// programs still attached key decisions by revision alone.
-func (d *Dataplane) readHighestRevision() error {
-	var index uint32
-	var ep palisadeEndpoint
-	it := d.objs.EndpointRecords.Iterate()
-	for it.Next(&index, &ep) {
-		d.revision = max(d.revision, ep.Revision)
+// readRecords reads every endpoint record once the references are read:
+// d.revision becomes the highest any record holds, and the records of
+// slots no reference uses are unnamed (a process stopped between retiring
+// a slot and freeing it left them naming their veth). A record is written
+// over only with a higher revision, so no revision ever used is given
+// again, even one of an endpoint since removed: caches of programs still
+// attached key decisions by revision alone.
+func (d *Dataplane) readRecords() error {
+	size := d.objs.EndpointRecords.MaxEntries()
+	indexes, records := make([]uint32, size), make([]palisadeEndpoint, size)
+	var cursor ebpf.MapBatchCursor
+	var named []uint32
+	for {
+		n, err := d.objs.EndpointRecords.BatchLookup(&cursor, indexes, records, nil)
+		for i := range n {
+			d.revision = max(d.revision, records[i].Revision)
+			if slot := indexes[i] / 2; records[i].Ifindex != 0 && !d.slotsUsed[slot] && !slices.Contains(named, slot) {
+				named = append(named, slot)
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("endpoint records: %w", err)
+		}
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("endpoint records: %w", err)
-	}
-	return nil
+	return d.unnameRecords(named)
 }
 
 // rebuild reads the bookkeeping back from the (possibly pinned) maps.
@@ -1077,7 +1090,7 @@ func (d *Dataplane) rebuild() error {
 			return fmt.Errorf("ifindex %d: name it in its endpoint record: %w", ifindex, err)
 		}
 	}
-	if err := d.readHighestRevision(); err != nil {
+	if err := d.readRecords(); err != nil {
 		return err
 	}
 	values := map[uint32][]palisadeCidrValue{}

@@ -60,9 +60,9 @@ static __always_inline int rules_allow_cached(const struct endpoint *ep, int dir
 		*rule = s->rule;
 		return s->allowed;
 	}
-	/* written before the lookup, so that no key outlives the call: no
-	 * other program runs on this CPU meanwhile, and the slot holds no
-	 * decision until it is filled */
+	/* written before the lookup, so that no key outlives the call: on a
+	 * veth's TC hooks the programs run with bottom halves off and never
+	 * nest on a CPU, and the slot holds no decision until it is filled */
 	s->filled = 0;
 	s->key[0] = k0;
 	s->key[1] = k1;
