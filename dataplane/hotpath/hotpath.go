@@ -103,12 +103,17 @@ func Setup(s Scenario) (*Bench, error) {
 	if s.Endpoints < 1 || s.CIDRs < 1 {
 		return nil, fmt.Errorf("scenario %+v: need at least one endpoint and one CIDR", s)
 	}
-	if s.PinPath == "" {
+	fresh := s.PinPath == ""
+	if fresh {
 		s.PinPath = filepath.Join("/sys/fs/bpf", fmt.Sprintf("palisade-bench-%d-%d", os.Getpid(), time.Now().UnixNano()))
 	}
 	dp, err := dataplane.Open(dataplane.Config{PinPath: s.PinPath, RuleCapacity: 2*s.CIDRs*s.Endpoints + 1024,
 		MaxEndpoints: s.Endpoints + 16})
 	if err != nil {
+		if fresh {
+			// maps pinned before the programs failed to load
+			os.RemoveAll(s.PinPath)
+		}
 		return nil, err
 	}
 	b := &Bench{dp: dp}
